@@ -1,0 +1,56 @@
+# One-command entry points. `make demo` runs the whole pipeline; `make test` runs every test.
+# Both install what they need (a virtualenv from requirements-dev.txt, Kafka and MariaDB via
+# stack/) on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+# Settings in .env reach the local stack too (same names as config.py reads).
+-include .env
+export
+
+.PHONY: help install up down status train demo test test-unit clean
+
+help:
+	@echo "make demo       install, start Kafka + MariaDB, train, run producer -> service -> consumer"
+	@echo "make test       install, start the stack, run every test"
+	@echo "make test-unit  the tests that need neither Kafka nor MySQL"
+	@echo "make up / down  start / stop the local Kafka and MariaDB (state in .stack/)"
+	@echo "make train      load the offline store and train the model"
+	@echo "make clean      stop the stack and delete its data, the virtualenv and model artifacts"
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found: $$($(PYTHON) --version))"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+up:
+	@bash stack/up.sh
+
+down:
+	@bash stack/down.sh
+
+status:
+	@bash stack/status.sh
+
+train: install up
+	$(PY) -m offline_store.loader
+	$(PY) -m model.train
+
+demo: train
+	@bash scripts/demo.sh
+
+test: install up
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m "not integration"
+
+clean:
+	@bash stack/down.sh --purge
+	rm -rf $(VENV) model/artifacts .pytest_cache

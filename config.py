@@ -1,0 +1,140 @@
+"""Settings for every program in the project, read once from the environment and `.env`.
+
+This is the only module that reads `os.environ`. Everything below it receives a frozen
+`Settings` object. A bad value raises `ConfigError` naming the variable, so start-up fails
+with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed. The message names the variable."""
+
+    def __init__(self, variable: str, problem: str, value: str | None = None) -> None:
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{variable}: {problem}{shown}")
+        self.variable = variable
+
+
+def _text(variable: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ConfigError(variable, "must not be empty")
+    return value
+
+
+def _password(variable: str, raw: str) -> str:
+    # An empty password is legitimate (a local server with no password), and spaces are data.
+    return raw
+
+
+def _integer(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(variable: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(variable, "must be a whole number", raw) from None
+        if not low <= value <= high:
+            raise ConfigError(variable, f"must be between {low} and {high}", raw)
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(variable: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(variable, f"must be one of {', '.join(allowed)}", raw)
+        return value
+
+    return parse
+
+
+def _bootstrap_servers(variable: str, raw: str) -> str:
+    servers = [part.strip() for part in raw.split(",") if part.strip()]
+    if not servers:
+        raise ConfigError(variable, "must list at least one host:port", raw)
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(variable, f"{server!r} is not host:port", raw)
+    return ",".join(servers)
+
+
+def _setting(variable: str, default: Any, parse: Callable[[str, str], Any]) -> Any:
+    return dataclasses.field(default=default, metadata={"env": variable, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, with its environment variable and default. `.env.example` documents them."""
+
+    kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", _bootstrap_servers)
+    input_topic: str = _setting("INPUT_TOPIC", "input_topic", _text)
+    output_topic: str = _setting("OUTPUT_TOPIC", "output_topic", _text)
+    dlq_topic: str = _setting("DLQ_TOPIC", "dead_letter_topic", _text)
+    kafka_group_id: str = _setting("KAFKA_GROUP_ID", "prediction-service", _text)
+    topic_partitions: int = _setting("TOPIC_PARTITIONS", 6, _integer(1, 10_000))
+    topic_replication_factor: int = _setting("TOPIC_REPLICATION_FACTOR", 1, _integer(1, 32))
+
+    mysql_host: str = _setting("MYSQL_HOST", "127.0.0.1", _text)
+    mysql_port: int = _setting("MYSQL_PORT", 3306, _integer(1, 65_535))
+    mysql_user: str = _setting("MYSQL_USER", "prediction", _text)
+    mysql_password: str = _setting("MYSQL_PASSWORD", "prediction", _password)
+    mysql_database: str = _setting("MYSQL_DATABASE", "purchases", _text)
+    mysql_pool_max_size: int = _setting("MYSQL_POOL_MAX_SIZE", 5, _integer(1, 1_000))
+    mysql_query_timeout_ms: int = _setting("MYSQL_QUERY_TIMEOUT_MS", 5_000, _integer(100, 600_000))
+
+    model_path: Path = _setting(
+        "MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", lambda _v, raw: Path(_text(_v, raw))
+    )
+
+    batch_max_records: int = _setting("BATCH_MAX_RECORDS", 500, _integer(1, 100_000))
+    poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))
+    retry_backoff_initial_ms: int = _setting("RETRY_BACKOFF_INITIAL_MS", 200, _integer(1, 60_000))
+    retry_backoff_max_ms: int = _setting("RETRY_BACKOFF_MAX_MS", 10_000, _integer(1, 600_000))
+    stats_interval_s: int = _setting("STATS_INTERVAL_S", 10, _integer(1, 3_600))
+
+    log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
+    log_format: str = _setting("LOG_FORMAT", "auto", _choice("auto", "json", "console"))
+
+    def __post_init__(self) -> None:
+        if self.retry_backoff_max_ms < self.retry_backoff_initial_ms:
+            raise ConfigError("RETRY_BACKOFF_MAX_MS", "must be at least RETRY_BACKOFF_INITIAL_MS")
+        if len({self.input_topic, self.output_topic, self.dlq_topic}) < 3:
+            raise ConfigError("DLQ_TOPIC", "INPUT_TOPIC, OUTPUT_TOPIC and DLQ_TOPIC must all differ")
+
+
+SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses.fields(Settings))
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build `Settings` from `environ` (default: the process environment) over `env_file`.
+
+    A variable set in the environment wins over the same one in the file, as with docker
+    compose, so a `.env` never silently overrides what the user typed on the command line.
+    """
+    environ = os.environ if environ is None else environ
+    env_file = PROJECT_ROOT / ".env" if env_file is None else env_file
+    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    merged = {**from_file, **environ}
+
+    values = {}
+    for field in dataclasses.fields(Settings):
+        variable = field.metadata["env"]
+        if variable in merged:
+            values[field.name] = field.metadata["parse"](variable, merged[variable])
+    return Settings(**values)

@@ -1,0 +1,60 @@
+"""Print purchase predictions from OUTPUT_TOPIC as they arrive, one readable line each.
+
+    python consumer.py [--count N] [--from-beginning] [--idle-timeout-s S] [--dead-letters]
+
+`--dead-letters` reads DLQ_TOPIC instead and prints why each event was rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from aiokafka.errors import KafkaError
+
+from config import ConfigError, load_settings
+from messaging.prediction_reader import ReadPlan, read_records
+from runtime.logs import configure_logging
+from runtime.shutdown import stop_on_signals
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=None, help="exit after N records (default: run until Ctrl-C)")
+    parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record instead of new ones")
+    parser.add_argument("--idle-timeout-s", type=float, default=None, help="exit after S seconds without a new record")
+    parser.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead of predictions")
+    args = parser.parse_args(argv)
+    if (args.count is not None and args.count < 1) or (args.idle_timeout_s is not None and args.idle_timeout_s <= 0):
+        parser.error("--count and --idle-timeout-s must be positive")
+    return args
+
+
+async def run(settings, plan: ReadPlan) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    summary = await read_records(settings, plan, stop)
+    print(summary.render(plan.topic), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    topic = settings.dlq_topic if args.dead_letters else settings.output_topic
+    plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)
+    try:
+        asyncio.run(run(settings, plan))
+    except KafkaError as exc:
+        print(f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

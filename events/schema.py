@@ -1,0 +1,125 @@
+"""Input events and output predictions, decoded and encoded with msgspec.
+
+msgspec validates while it decodes, straight from bytes, in about a microsecond for an event
+(several times faster than json.loads followed by a separate validator), and it is strict about
+JSON types: `true` or `1.0` is not accepted as a user id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, NamedTuple
+
+import msgspec
+
+from events.pages import PAGES_SEPARATOR, normalise_page
+
+PAGES_PER_EVENT = 3
+# Users are keyed by a signed BIGINT in the offline store.
+MAX_USER_ID = 2**63 - 1
+
+
+class InvalidEvent(ValueError):
+    """An input record that can never become a prediction. `kind` is a short stable code."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+class InputEvent(msgspec.Struct, frozen=True):
+    """An event as it travels on the input topic. Unknown extra fields are ignored."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1)]
+    user_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_USER_ID)]
+    timestamp: datetime
+    # A list of three page names, or the "home/cart/checkout" form of the original write-up.
+    last_three_pages_visited: list[str] | str
+
+
+class Event(NamedTuple):
+    """A validated, cleaned event: what the rest of the pipeline works with."""
+
+    event_id: str
+    user_id: int
+    timestamp: datetime  # always timezone-aware, UTC
+    pages: tuple[str, str, str]
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    """One record on the output topic."""
+
+    event_id: str
+    user_id: int
+    purchase_probability: float
+    model_version: str
+    timestamp: datetime
+    predicted_at: datetime
+
+
+_decoder = msgspec.json.Decoder(InputEvent)
+_encoder = msgspec.json.Encoder()
+_prediction_decoder = msgspec.json.Decoder(Prediction)
+
+
+def parse_event(data: bytes | None) -> Event:
+    """Decode, validate and clean one input record, or raise `InvalidEvent` saying why."""
+    if data is None:
+        raise InvalidEvent("empty", "record has no value")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", f"value is not UTF-8: {exc}") from None
+    try:
+        raw = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent("invalid_field", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("not_json", str(exc)) from None
+
+    if not raw.event_id.strip():
+        raise InvalidEvent("invalid_field", "event_id is blank - at `$.event_id`")
+    return Event(
+        event_id=raw.event_id,
+        user_id=raw.user_id,
+        timestamp=_as_utc(raw.timestamp),
+        pages=_clean_pages(raw.last_three_pages_visited),
+    )
+
+
+def _as_utc(timestamp: datetime) -> datetime:
+    # A timestamp without an offset is taken as UTC rather than the service's local time,
+    # so two instances in different zones read the same event the same way.
+    if timestamp.tzinfo is None:
+        return timestamp.replace(tzinfo=UTC)
+    return timestamp.astimezone(UTC)
+
+
+def _clean_pages(raw: list[str] | str) -> tuple[str, str, str]:
+    pages = raw.split(PAGES_SEPARATOR) if isinstance(raw, str) else raw
+    if len(pages) != PAGES_PER_EVENT:
+        raise InvalidEvent(
+            "invalid_pages",
+            f"last_three_pages_visited has {len(pages)} pages, expected {PAGES_PER_EVENT}"
+            " - at `$.last_three_pages_visited`",
+        )
+    first, second, third = (normalise_page(page) for page in pages)
+    return first, second, third
+
+
+def encode_event(event: InputEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def encode_prediction(prediction: Prediction) -> bytes:
+    return _encoder.encode(prediction)
+
+
+def decode_prediction(data: bytes) -> Prediction:
+    return _prediction_decoder.decode(data)
+
+
+def encode_key(user_id: int) -> bytes:
+    """Records are keyed by user id, so one user's events stay in order on one partition."""
+    return str(user_id).encode("ascii")

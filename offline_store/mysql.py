@@ -1,0 +1,101 @@
+"""The MySQL side of the offline store: a connection pool and the per-batch feature lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import aiomysql
+
+from config import Settings
+from offline_store.features import UserFeatures
+
+log = logging.getLogger(__name__)
+
+# Below the server's default wait_timeout (8 hours) so the pool never hands out a connection
+# the server has already dropped.
+POOL_RECYCLE_S = 3600
+CONNECT_TIMEOUT_S = 5
+
+
+async def create_pool(settings: Settings, *, database: str | None = None) -> aiomysql.Pool:
+    return await aiomysql.create_pool(
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.mysql_user,
+        password=settings.mysql_password,
+        db=settings.mysql_database if database is None else database,
+        minsize=1,
+        maxsize=settings.mysql_pool_max_size,
+        # Without autocommit a pooled connection keeps its first snapshot and reads stale rows.
+        autocommit=True,
+        pool_recycle=POOL_RECYCLE_S,
+        connect_timeout=CONNECT_TIMEOUT_S,
+    )
+
+
+async def close_pool(pool: aiomysql.Pool) -> None:
+    pool.close()
+    await pool.wait_closed()
+
+
+async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping[str, Any], timeout_s: float) -> list[tuple]:
+    """Run one query with a deadline on both acquiring a connection and the query itself."""
+    conn = await asyncio.wait_for(pool.acquire(), timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql, args)
+                rows = await cursor.fetchall()
+    except BaseException:
+        # A query cut off half way leaves unread bytes on the wire: the connection must not go
+        # back to the pool, or the next query reads this one's answer.
+        conn.close()
+        raise
+    finally:
+        pool.release(conn)
+    return list(rows)
+
+
+class MySQLFeatureStore:
+    """Looks up a whole batch of users with one parameterised `IN (...)` query."""
+
+    def __init__(self, pool: aiomysql.Pool, query_timeout_ms: int) -> None:
+        self._pool = pool
+        self._timeout_s = query_timeout_ms / 1000
+
+    async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
+        unique_ids = sorted(set(user_ids))
+        if not unique_ids:
+            return {}
+        placeholders = ", ".join(["%s"] * len(unique_ids))
+        rows = await fetch_all(
+            self._pool,
+            "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase"
+            f" FROM user_features WHERE user_id IN ({placeholders})",
+            unique_ids,
+            self._timeout_s,
+        )
+        return {row[0]: _to_features(row) for row in rows}
+
+    async def get_all_features(self) -> dict[int, UserFeatures]:
+        """Every user with history: what training joins its labelled events against."""
+        rows = await fetch_all(
+            self._pool,
+            "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features",
+            (),
+            timeout_s=max(self._timeout_s, 60.0),
+        )
+        return {row[0]: _to_features(row) for row in rows}
+
+
+def _to_features(row: tuple) -> UserFeatures:
+    _user_id, mean_last_3, count, days_since = row
+    return UserFeatures(
+        mean_last_3_purchases=float(mean_last_3),
+        purchase_count=int(count),
+        days_since_last_purchase=float(days_since),
+        is_new_user=False,
+    )

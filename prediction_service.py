@@ -1,0 +1,43 @@
+"""The real-time purchase-prediction service.
+
+    python prediction_service.py
+
+Consumes browsing events from INPUT_TOPIC, joins each user's offline features from MySQL,
+predicts the purchase probability and publishes it to OUTPUT_TOPIC; invalid events go to
+DLQ_TOPIC with the reason. Settings come from the environment and `.env` (see .env.example).
+Run several copies with the same KAFKA_GROUP_ID to share the partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from config import ConfigError, load_settings
+from model.artifact import ModelArtifactError
+from runtime.logs import configure_logging
+from service.app import run_service
+
+log = logging.getLogger("prediction_service")
+
+
+def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        asyncio.run(run_service(settings))
+    except ModelArtifactError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

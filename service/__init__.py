@@ -1,0 +1,1 @@
+"""The prediction service: consume events, join offline features, predict, publish, commit."""

@@ -1,0 +1,129 @@
+# shellcheck shell=bash
+# Shared helpers for the no-Docker local stack (Kafka in KRaft mode + MariaDB).
+# Sourced by up.sh / down.sh / status.sh / install_system_deps.sh; not run directly.
+
+# ---- Paths --------------------------------------------------------------------
+# Everything is computed from this file's location so the scripts work from any cwd.
+STACK_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(dirname "$STACK_SRC")"
+# All mutable state (data, logs, pids, generated configs, cached classpath) lives here.
+STACK_DIR="${STACK_DIR:-$REPO_ROOT/.stack}"
+RUN_DIR="$STACK_DIR/run"
+LOG_DIR="$STACK_DIR/logs"
+
+# mariadbd lives in /usr/sbin, which is not on every (non-root) user's PATH.
+PATH="$PATH:/usr/sbin"
+
+# ---- Versions / ports (single place to change them) ---------------------------
+# Keep in sync with the apache/kafka:<version> image used by docker-compose.
+KAFKA_VERSION="${KAFKA_VERSION:-4.1.2}"
+if [[ -n "${KAFKA_HOME:-}" ]]; then
+    # With a distribution, its jars decide the version (used only in messages then).
+    _jar="$(compgen -G "$KAFKA_HOME/libs/kafka_2.13-*.jar" | grep -v -e sources -e javadoc -e test | head -n1 || true)"
+    [[ -n "$_jar" ]] && { _jar="${_jar##*/kafka_2.13-}"; KAFKA_VERSION="${_jar%.jar}"; }
+    unset _jar
+fi
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
+
+MYSQL_PORT="${MYSQL_PORT:-3306}"
+MYSQL_DATABASE="${MYSQL_DATABASE:-purchases}"
+MYSQL_USER="${MYSQL_USER:-prediction}"
+MYSQL_PASSWORD="${MYSQL_PASSWORD:-prediction}"
+MYSQL_START_TIMEOUT="${MYSQL_START_TIMEOUT:-60}"
+
+KAFKA_PID="$RUN_DIR/kafka.pid"
+KAFKA_LOG="$LOG_DIR/kafka.log"
+MARIADB_PID="$RUN_DIR/mariadb.pid"
+MARIADB_SOCK="$RUN_DIR/mariadb.sock"
+MARIADB_LOG="$LOG_DIR/mariadb.log"
+MARIADB_CNF="$STACK_DIR/mariadb/my.cnf"
+
+# ---- Messages -----------------------------------------------------------------
+info() { printf '[stack] %s\n' "$*"; }
+warn() { printf '[stack] WARNING: %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---- Processes & ports --------------------------------------------------------
+# port_open PORT: true if something accepts TCP connections on 127.0.0.1:PORT.
+# Uses bash's /dev/tcp so we need neither nc nor ss.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# read_pid PIDFILE: prints the pid if the file exists and holds a number.
+read_pid() {
+    [[ -f "$1" ]] || return 1
+    local pid
+    pid="$(tr -dc '0-9' <"$1")"
+    [[ -n "$pid" ]] && printf '%s' "$pid"
+}
+
+# pid_is_ours PIDFILE MARKER: the recorded pid is alive AND its command line
+# contains MARKER (a path inside $STACK_DIR). The marker check protects against
+# a stale pid file whose number has been reused by an unrelated process.
+pid_is_ours() {
+    local pid
+    pid="$(read_pid "$1")" || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+
+# wait_ready NAME PIDFILE MARKER TIMEOUT LOGFILE CHECK_CMD...
+# Polls CHECK_CMD once a second; fails fast if the process dies meanwhile.
+wait_ready() {
+    local name="$1" pidfile="$2" marker="$3" timeout="$4" logfile="$5"
+    shift 5
+    local waited=0
+    until "$@"; do
+        if ! pid_is_ours "$pidfile" "$marker"; then
+            tail -n 30 "$logfile" >&2 2>/dev/null || true
+            die "$name exited during startup. Full log: $logfile"
+        fi
+        if ((waited >= timeout)); then
+            tail -n 30 "$logfile" >&2 2>/dev/null || true
+            die "$name not ready after ${timeout}s (still running, pid $(read_pid "$pidfile")). Full log: $logfile"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
+# ensure_port_free NAME PORT ENVVAR: refuse to start if a foreign process holds the port.
+ensure_port_free() {
+    port_open "$2" || return 0
+    die "port $2 on 127.0.0.1 is already in use by another process, so $1 cannot start. Free it (find it with: ss -ltnp 'sport = :$2') or use another port, e.g.: $3=$(($2 + 10000)) bash $0"
+}
+
+# stop_pid NAME PIDFILE MARKER: SIGTERM, wait up to 60s, then SIGKILL. Idempotent.
+stop_pid() {
+    local name="$1" pidfile="$2" marker="$3" pid i
+    if ! pid_is_ours "$pidfile" "$marker"; then
+        info "$name: not running."
+        rm -f "$pidfile"
+        return 0
+    fi
+    pid="$(read_pid "$pidfile")"
+    info "$name: stopping (pid $pid)..."
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 60; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "$name did not exit within 60s after SIGTERM; sending SIGKILL."
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 1
+    fi
+    rm -f "$pidfile"
+    info "$name: stopped."
+}
+
+# Process markers: unique strings from each server's command line.
+KAFKA_MARKER="$STACK_DIR/kafka/server.properties"
+MARIADB_MARKER="--defaults-file=$MARIADB_CNF"
+
+kafka_running()   { pid_is_ours "$KAFKA_PID" "$KAFKA_MARKER" && port_open "$KAFKA_PORT"; }
+mariadb_running() { pid_is_ours "$MARIADB_PID" "$MARIADB_MARKER" && port_open "$MYSQL_PORT"; }
