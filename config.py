@@ -74,6 +74,11 @@ def _bootstrap_servers(variable: str, raw: str) -> str:
     return ",".join(servers)
 
 
+def _project_path(variable: str, raw: str) -> Path:
+    # Relative to the project, not the working directory, so every program finds the same file.
+    return PROJECT_ROOT / Path(_text(variable, raw))
+
+
 def _setting(variable: str, default: Any, parse: Callable[[str, str], Any]) -> Any:
     return dataclasses.field(default=default, metadata={"env": variable, "parse": parse})
 
@@ -98,9 +103,7 @@ class Settings:
     mysql_pool_max_size: int = _setting("MYSQL_POOL_MAX_SIZE", 5, _integer(1, 1_000))
     mysql_query_timeout_ms: int = _setting("MYSQL_QUERY_TIMEOUT_MS", 5_000, _integer(100, 600_000))
 
-    model_path: Path = _setting(
-        "MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", lambda _v, raw: Path(_text(_v, raw))
-    )
+    model_path: Path = _setting("MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", _project_path)
 
     batch_max_records: int = _setting("BATCH_MAX_RECORDS", 500, _integer(1, 100_000))
     poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))

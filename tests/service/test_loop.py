@@ -1,0 +1,149 @@
+import asyncio
+
+import numpy as np
+import pytest
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError
+from aiokafka.structs import TopicPartition
+
+from config import Settings
+from events.dead_letter import read_dead_letter_headers
+from events.invalid_samples import INVALID_SAMPLES
+from events.schema import decode_prediction
+from service.batch import ModelOutputError
+from service.loop import PredictionLoop, next_offsets
+from service.retry import ShutdownRequested
+from tests.factories import event_bytes, small_feature_table, trained_model
+from tests.fakes import InMemoryFeatureStore, InMemorySink, InMemorySource, make_record
+
+SETTINGS = Settings(retry_backoff_initial_ms=1, retry_backoff_max_ms=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_model(small_feature_table(200), num_users=200)
+
+
+def make_loop(batches, model, *, store=None, sink=None):
+    stop = asyncio.Event()
+    source = InMemorySource(batches, stop)
+    sink = sink or InMemorySink()
+    store = store or InMemoryFeatureStore(small_feature_table(200))
+    return PredictionLoop(SETTINGS, source, sink, store, model, stop), source, sink, store, stop
+
+
+async def test_each_valid_event_gets_one_prediction_and_offsets_are_committed(model):
+    """A batch of valid events yields one prediction each, keyed by user, then one commit past the last offset."""
+    records = [make_record(event_bytes(user_id=u, event_id=f"e{u}"), partition=u % 2, offset=10 + u) for u in range(6)]
+    loop, source, sink, store, _ = make_loop([records], model)
+    await loop.run()
+    outputs = sink.to(SETTINGS.output_topic)
+    predictions = {decode_prediction(value).event_id: (key, decode_prediction(value)) for _, value, key, _ in outputs}
+    assert len(outputs) == 6
+    assert set(predictions) == {f"e{u}" for u in range(6)}
+    assert all(key == str(p.user_id).encode() for key, p in predictions.values())
+    assert all(0.0 <= decode_prediction(value).purchase_probability <= 1.0 for _, value, _, _ in outputs)
+    assert source.commits == [{TopicPartition("input_topic", 0): 15, TopicPartition("input_topic", 1): 16}]
+    assert len(store.lookups) == 1, "one feature lookup per batch, not per event"
+
+
+async def test_invalid_events_are_dead_lettered_with_original_bytes_and_reason(model):
+    """Every invalid sample lands on the DLQ unchanged, with headers naming why and where; valid ones still predict."""
+    invalid = [make_record(value, key=b"k", partition=1, offset=100 + n) for n, value in enumerate(INVALID_SAMPLES.values())]
+    valid = [make_record(event_bytes(event_id="ok"), partition=0, offset=5)]
+    loop, source, sink, _, _ = make_loop([invalid + valid], model)
+    await loop.run()
+    dead = sink.to(SETTINGS.dlq_topic)
+    assert [value for _, value, _, _ in dead] == list(INVALID_SAMPLES.values())
+    for n, (_, _, key, headers) in enumerate(dead):
+        why = read_dead_letter_headers(headers)
+        assert key == b"k"
+        assert why["dlq.source.offset"] == str(100 + n) and why["dlq.source.partition"] == "1"
+        assert why["dlq.error.kind"] and why["dlq.error.reason"]
+    assert [decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)] == ["ok"]
+    assert source.commits[-1][TopicPartition("input_topic", 1)] == 100 + len(INVALID_SAMPLES)
+
+
+async def test_a_database_outage_is_retried_and_nothing_is_dead_lettered(model):
+    """MySQL failing twice delays the batch; it is then predicted, committed once, and never dead-lettered."""
+    store = InMemoryFeatureStore(small_feature_table(200), failures_before_success=2)
+    loop, source, sink, _, _ = make_loop([[make_record(event_bytes())]], model, store=store)
+    await loop.run()
+    assert len(store.lookups) == 3
+    assert loop.stats.retries == 2
+    assert len(sink.to(SETTINGS.output_topic)) == 1 and sink.to(SETTINGS.dlq_topic) == []
+    assert len(source.commits) == 1
+
+
+async def test_stopping_during_an_outage_commits_nothing(model):
+    """If MySQL never comes back and a stop is requested, the batch is abandoned uncommitted for a replay."""
+    store = InMemoryFeatureStore(failures_before_success=10**9)
+    loop, source, sink, _, stop = make_loop([[make_record(event_bytes())]], model, store=store)
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    with pytest.raises(ShutdownRequested):
+        await loop.run()
+    assert source.commits == []
+    assert sink.sent == []
+
+
+async def test_a_failed_delivery_is_retried_before_the_commit(model):
+    """A broker timeout on publish re-sends the batch; the commit comes only after a full acknowledgement."""
+    sink = InMemorySink(failures_before_success=1, error=KafkaTimeoutError())
+    loop, source, sink, _, _ = make_loop([[make_record(event_bytes(event_id="a")), make_record(event_bytes(event_id="b"))]], model, sink=sink)
+    await loop.run()
+    assert loop.stats.retries == 1
+    assert {decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)} == {"a", "b"}
+    assert len(source.commits) == 1
+
+
+async def test_commit_happens_after_outputs_are_acknowledged(model):
+    """Offsets are never committed ahead of the predictions they stand for."""
+    order = []
+
+    class RecordingSink(InMemorySink):
+        async def send(self, topic, value=None, key=None, *, headers=None):
+            order.append("send")
+            return await super().send(topic, value, key, headers=headers)
+
+    loop, source, _, _, _ = make_loop([[make_record(event_bytes())], [make_record(event_bytes())]], model, sink=RecordingSink())
+    original_commit = source.commit
+
+    async def commit(offsets):
+        order.append("commit")
+        await original_commit(offsets)
+
+    source.commit = commit
+    await loop.run()
+    assert order == ["send", "commit", "send", "commit"]
+
+
+async def test_a_commit_lost_to_a_rebalance_does_not_stop_the_loop(model):
+    """CommitFailedError means another instance replays the batch; the loop goes on with the next one."""
+    loop, source, sink, _, _ = make_loop([[make_record(event_bytes(event_id="a"))], [make_record(event_bytes(event_id="b"))]], model)
+
+    async def failing_commit(offsets):
+        raise CommitFailedError("rebalanced")
+
+    source.commit = failing_commit
+    await loop.run()
+    assert {decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)} == {"a", "b"}
+
+
+async def test_a_model_returning_garbage_is_an_error_not_a_dead_letter(model):
+    """A NaN from the model is a bug: the loop raises instead of publishing or committing."""
+
+    class BrokenModel:
+        version = "broken"
+
+        def predict(self, pages, users):
+            return np.full(len(pages), np.nan)
+
+    loop, source, sink, _, _ = make_loop([[make_record(event_bytes())]], BrokenModel())
+    with pytest.raises(ModelOutputError):
+        await loop.run()
+    assert sink.sent == [] and source.commits == []
+
+
+def test_next_offsets_is_one_past_the_highest_offset_per_partition():
+    """Commit positions are per partition and point at the next record to read."""
+    records = [make_record(b"x", partition=0, offset=7), make_record(b"x", partition=0, offset=3), make_record(b"x", partition=2, offset=0)]
+    assert next_offsets(records) == {TopicPartition("input_topic", 0): 8, TopicPartition("input_topic", 2): 1}

@@ -1,0 +1,95 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from config import SETTING_NAMES, ConfigError, Settings, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NO_FILE = Path("/nonexistent/.env")
+
+
+def test_defaults_apply_when_nothing_is_set():
+    """With an empty environment every setting takes its documented default."""
+    settings = load_settings(environ={}, env_file=NO_FILE)
+    assert settings == Settings()
+    assert settings.kafka_bootstrap_servers == "localhost:9092"
+    assert (settings.input_topic, settings.output_topic) == ("input_topic", "output_topic")
+
+
+def test_values_are_parsed_to_their_types():
+    """Numbers become ints and the model path a Path."""
+    settings = load_settings(environ={"MYSQL_PORT": "3307", "MODEL_PATH": "/tmp/m.joblib", "BATCH_MAX_RECORDS": " 50 "}, env_file=NO_FILE)
+    assert settings.mysql_port == 3307
+    assert settings.batch_max_records == 50
+    assert settings.model_path == Path("/tmp/m.joblib")
+
+
+def test_a_relative_model_path_is_relative_to_the_project():
+    """MODEL_PATH=model/x.joblib means the same file whatever the working directory."""
+    settings = load_settings(environ={"MODEL_PATH": "model/x.joblib"}, env_file=NO_FILE)
+    assert settings.model_path == REPO_ROOT / "model" / "x.joblib"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MYSQL_PORT", "abc"),
+        ("MYSQL_PORT", "70000"),
+        ("TOPIC_PARTITIONS", "0"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost"),
+        ("KAFKA_BOOTSTRAP_SERVERS", " , "),
+        ("INPUT_TOPIC", "   "),
+        ("LOG_LEVEL", "loud"),
+        ("BATCH_MAX_RECORDS", "1.5"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable, value):
+    """A malformed value raises ConfigError whose message starts with the variable's name."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={variable: value}, env_file=NO_FILE)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}:")
+
+
+def test_topics_must_differ():
+    """Publishing dead letters to the input topic would loop them forever, so it is refused."""
+    with pytest.raises(ConfigError, match="DLQ_TOPIC"):
+        load_settings(environ={"DLQ_TOPIC": "input_topic"}, env_file=NO_FILE)
+
+
+def test_environment_wins_over_env_file(tmp_path):
+    """A variable in the environment overrides the same one in .env; others come from the file."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("INPUT_TOPIC=from_file\nOUTPUT_TOPIC=out_from_file\n")
+    settings = load_settings(environ={"INPUT_TOPIC": "from_env"}, env_file=env_file)
+    assert settings.input_topic == "from_env"
+    assert settings.output_topic == "out_from_file"
+
+
+def test_settings_are_frozen():
+    """Settings are parsed once and cannot be changed behind other modules' backs."""
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.input_topic = "other"  # type: ignore[misc]
+
+
+def test_env_example_documents_every_setting_with_its_default():
+    """.env.example lists exactly the settings config.py reads, each with the default value."""
+    example = (REPO_ROOT / ".env.example").read_text()
+    documented = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, flags=re.MULTILINE))
+    assert set(documented) == SETTING_NAMES
+    assert load_settings(environ=documented, env_file=NO_FILE) == Settings()
+
+
+def test_no_module_but_config_reads_the_environment():
+    """Only config.py touches os.environ; everything else gets Settings passed down."""
+    offenders = [
+        path.relative_to(REPO_ROOT)
+        for path in REPO_ROOT.rglob("*.py")
+        if not path.is_relative_to(REPO_ROOT / "tests")
+        and not any(part.startswith(".") for part in path.relative_to(REPO_ROOT).parts)
+        and path.name != "config.py"
+        and re.search(r"os\.environ|os\.getenv", path.read_text())
+    ]
+    assert offenders == []
