@@ -1,0 +1,136 @@
+"""Fixtures: factories that reach the real Kafka broker and MySQL server for integration tests.
+
+`make test` starts both (stack/up.sh). Each test gets its own topics and consumer group, and the
+session its own throwaway database, so tests neither see each other's records nor touch the
+store that `make demo` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import UTC, datetime
+
+import aiomysql
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from config import Settings, load_settings
+from model.artifact import save_model
+from model.dataset import make_labelled_data
+from model.train import train_and_evaluate
+from offline_store.loader import load_store
+from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
+from tests.integration.service_process import ServiceProcess
+
+STORE_USERS = 300
+
+
+def env_settings(**overrides: str) -> Settings:
+    return load_settings(environ={**os.environ, **overrides})
+
+
+async def _check_kafka(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+    await asyncio.wait_for(admin.start(), 15)
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def _server_sql(settings: Settings, *statements: str) -> None:
+    conn = await aiomysql.connect(host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
+                                  password=settings.mysql_password, autocommit=True, connect_timeout=5)
+    try:
+        async with conn.cursor() as cursor:
+            for statement in statements:
+                await cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    settings = env_settings()
+    try:
+        asyncio.run(_check_kafka(settings))
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(f"Kafka is not reachable at {settings.kafka_bootstrap_servers} ({exc!r}); start it with `make up`")
+    try:
+        asyncio.run(_server_sql(settings, "SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"MySQL is not reachable at {settings.mysql_host}:{settings.mysql_port} ({exc!r}); start it with `make up`")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def store_database(stack_settings):
+    """A throwaway database loaded by the real loader; yields its name and the users' features."""
+    name = f"prediction_it_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
+    settings = env_settings(MYSQL_DATABASE=name)
+    try:
+        asyncio.run(load_store(settings, STORE_USERS, seed=1, as_of=datetime.now(UTC)))
+
+        async def all_features():
+            pool = await create_pool(settings)
+            try:
+                return await MySQLFeatureStore(pool, 5000).get_all_features()
+            finally:
+                await close_pool(pool)
+
+        yield name, asyncio.run(all_features())
+    finally:
+        asyncio.run(_server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture(scope="session")
+def model_path(store_database, tmp_path_factory):
+    """A model trained on the test store, saved as the service will load it."""
+    _name, known = store_database
+    model, metrics = train_and_evaluate(make_labelled_data(known, STORE_USERS, samples=20_000, seed=3), seed=3)
+    path = tmp_path_factory.mktemp("model") / "model.joblib"
+    save_model(model, path, {"version": model.version, "sklearn_version": model.sklearn_version, "metrics": metrics})
+    return path
+
+
+@pytest.fixture
+def pipeline_env(store_database, model_path) -> dict[str, str]:
+    """Environment for one test's service processes: private topics and group, the test store and model."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        "INPUT_TOPIC": f"it-{run}-input",
+        "OUTPUT_TOPIC": f"it-{run}-output",
+        "DLQ_TOPIC": f"it-{run}-dlq",
+        "KAFKA_GROUP_ID": f"it-{run}-service",
+        "TOPIC_PARTITIONS": "4",
+        "MYSQL_DATABASE": store_database[0],
+        "MODEL_PATH": str(model_path),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        "STATS_INTERVAL_S": "1",
+        "RETRY_BACKOFF_MAX_MS": "1000",
+    }
+
+
+@pytest.fixture
+def pipeline_settings(pipeline_env) -> Settings:
+    return env_settings(**pipeline_env)
+
+
+@pytest.fixture
+def start_service(pipeline_env, tmp_path):
+    """Starts service processes for the test and makes sure none outlives it."""
+    started: list[ServiceProcess] = []
+
+    def start(**extra_env: str) -> ServiceProcess:
+        service = ServiceProcess({**pipeline_env, **extra_env}, tmp_path / f"service-{len(started)}.log").start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service.alive:
+            service.kill()
