@@ -24,7 +24,7 @@ LOG_FORMAT=console $PY prediction_service.py >"$service_log" 2>&1 &
 pids+=($!)
 
 echo "== starting the consumer"
-$PY consumer.py --idle-timeout-s 20 >"$consumer_out" 2>&1 &
+$PY consumer.py --idle-timeout-s 10 >"$consumer_out" 2>&1 &
 consumer_pid=$!
 pids+=("$consumer_pid")
 for _ in $(seq 1 60); do
@@ -42,7 +42,7 @@ tail -n +1 --pid="$consumer_pid" -f "$consumer_out"
 wait "$consumer_pid" || true
 received=$(grep -oE 'received [0-9]+' "$consumer_out" | grep -oE '[0-9]+' || echo 0)
 
-echo "== why the invalid events were rejected (dead-letter topic, latest few)"
+echo "== why some events were rejected (the service log; the records are on the dead-letter topic)"
 grep "dead-lettering" "$service_log" | tail -n 5 | sed 's/^.*dead-lettering /  /' || true
 
 echo "== service summary"

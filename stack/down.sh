@@ -13,6 +13,9 @@ case "${1:-}" in
     *) die "usage: $0 [--purge]" ;;
 esac
 
+[[ -d "$RUN_DIR" ]] && take_lock
+kafka_adopt || true
+mariadb_adopt || true
 # Kafka first: it is the one clients (and our app) are most likely still talking to.
 stop_pid Kafka "$KAFKA_PID" "$KAFKA_MARKER"
 stop_pid MariaDB "$MARIADB_PID" "$MARIADB_MARKER"

@@ -71,6 +71,30 @@ pid_is_ours() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
 
+# adopt_pid PIDFILE MARKER COMM: if the pid file is missing/stale but a server process
+# (command name COMM, command line containing MARKER) is running, record its pid again.
+# Heals a pid file lost to e.g. a concurrent down/up or a manual rm.
+adopt_pid() {
+    pid_is_ours "$1" "$2" && return 0
+    local dir pid
+    for dir in /proc/[0-9]*; do
+        pid="${dir#/proc/}"
+        [[ "$(cat "$dir/comm" 2>/dev/null)" == "$3" ]] || continue
+        if tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -qF -- "$2"; then
+            [[ -d "$(dirname "$1")" ]] && echo "$pid" >"$1"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# take_lock: serialise up.sh/down.sh runs (parallel make targets, two shells) so they
+# cannot interleave. Servers are launched with `9>&-` so they never inherit the lock.
+take_lock() {
+    exec 9>>"$RUN_DIR/stack.lock"
+    flock -w 300 9 || die "another stack/up.sh or down.sh is still running (lock: $RUN_DIR/stack.lock)"
+}
+
 # wait_ready NAME PIDFILE MARKER TIMEOUT LOGFILE CHECK_CMD...
 # Polls CHECK_CMD once a second; fails fast if the process dies meanwhile.
 wait_ready() {
@@ -125,5 +149,7 @@ stop_pid() {
 KAFKA_MARKER="$STACK_DIR/kafka/server.properties"
 MARIADB_MARKER="--defaults-file=$MARIADB_CNF"
 
-kafka_running()   { pid_is_ours "$KAFKA_PID" "$KAFKA_MARKER" && port_open "$KAFKA_PORT"; }
-mariadb_running() { pid_is_ours "$MARIADB_PID" "$MARIADB_MARKER" && port_open "$MYSQL_PORT"; }
+kafka_adopt()     { adopt_pid "$KAFKA_PID" "$KAFKA_MARKER" java; }
+mariadb_adopt()   { adopt_pid "$MARIADB_PID" "$MARIADB_MARKER" mariadbd; }
+kafka_running()   { kafka_adopt && port_open "$KAFKA_PORT"; }
+mariadb_running() { mariadb_adopt && port_open "$MYSQL_PORT"; }

@@ -6,6 +6,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rc=0
+kafka_adopt || true
+mariadb_adopt || true
 report() { # NAME PIDFILE MARKER PORT
     if pid_is_ours "$2" "$3" && port_open "$4"; then
         info "$1: up (pid $(read_pid "$2"), 127.0.0.1:$4)"

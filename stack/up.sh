@@ -12,9 +12,7 @@ bash "$STACK_SRC/install_system_deps.sh"
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$STACK_DIR/kafka" "$STACK_DIR/mariadb/tmp"
 # Marker that lets `down.sh --purge` know this directory is ours to delete.
 touch "$STACK_DIR/.local-stack"
-# Serialise concurrent up.sh runs (e.g. parallel make targets) so only one starts servers.
-exec 9>"$RUN_DIR/up.lock"
-flock -w 300 9 || die "another stack/up.sh is still running (lock: $RUN_DIR/up.lock)"
+take_lock
 
 # ============================== MariaDB ==========================================
 
@@ -84,7 +82,7 @@ mariadb_launch() {
 
     info "MariaDB: starting on 127.0.0.1:$MYSQL_PORT (log: $MARIADB_LOG)"
     # setsid+nohup: detach from this shell/terminal so the server outlives it.
-    setsid nohup mariadbd --defaults-file="$MARIADB_CNF" >>"$MARIADB_LOG" 2>&1 </dev/null &
+    setsid nohup mariadbd --defaults-file="$MARIADB_CNF" >>"$MARIADB_LOG" 2>&1 </dev/null 9>&- &
     echo $! >"$MARIADB_PID"
     MARIADB_STARTED=1
 }
@@ -205,9 +203,9 @@ kafka_launch() {
         # kafka-server-start.sh execs java, so $! is the broker's pid. LOG_DIR here is
         # Kafka's own variable (where its server.log etc. go).
         LOG_DIR="$LOG_DIR/kafka-dist" KAFKA_HEAP_OPTS="$KAFKA_HEAP_OPTS" \
-            setsid nohup "$KAFKA_HOME/bin/kafka-server-start.sh" "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null &
+            setsid nohup "$KAFKA_HOME/bin/kafka-server-start.sh" "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
     else
-        setsid nohup "${java_cmd[@]}" kafka.Kafka "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null &
+        setsid nohup "${java_cmd[@]}" kafka.Kafka "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
     fi
     echo $! >"$KAFKA_PID"
     KAFKA_STARTED=1
