@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from config import Settings
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, read_dead_letter_headers
 from events.schema import Prediction, decode_prediction
+from messaging.topics import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ async def read_records(
     settings: Settings, plan: ReadPlan, stop: asyncio.Event, show: Callable[[str], None] = print
 ) -> ReaderSummary:
     """Print records until `count` are read, `idle_timeout_s` passes without one, or `stop` is set."""
+    # Started before anything was produced, the reader would otherwise see no partitions.
+    await ensure_topics(settings, pipeline_topics(settings))
     consumer = AIOKafkaConsumer(
         plan.topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,

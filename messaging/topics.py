@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -11,6 +13,8 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from config import Settings
 
 log = logging.getLogger(__name__)
+
+LEADER_WAIT_S = 15.0
 
 
 def pipeline_topics(settings: Settings) -> tuple[str, str, str]:
@@ -31,16 +35,28 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
         response = await admin.create_topics(
             [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor) for name in missing]
         )
+        created = []
+        for topic, error_code, *_ in response.topic_errors:
+            error = for_code(error_code) if error_code else None
+            if error is None:
+                created.append(topic)
+            elif error is not TopicAlreadyExistsError:
+                raise error(f"cannot create topic {topic!r}")
+        await _wait_for_leaders(admin, missing)
     finally:
         await admin.close()
-
-    created = []
-    for topic, error_code, *_ in response.topic_errors:
-        error = for_code(error_code) if error_code else None
-        if error is None:
-            created.append(topic)
-        elif error is not TopicAlreadyExistsError:
-            raise error(f"cannot create topic {topic!r}")
     if created:
         log.info("created topics %s with %d partitions", ", ".join(created), settings.topic_partitions)
     return created
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    """A new topic's partitions take a moment to elect leaders; clients that send before that
+    get NotLeaderForPartition retries, so wait until every partition has one."""
+    deadline = time.monotonic() + LEADER_WAIT_S
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("partitions of %s still have no leader after %.0f s; clients will retry", ", ".join(topics), LEADER_WAIT_S)

@@ -24,7 +24,7 @@ LOG_FORMAT=console $PY prediction_service.py >"$service_log" 2>&1 &
 pids+=($!)
 
 echo "== starting the consumer"
-$PY consumer.py --idle-timeout-s 10 >"$consumer_out" 2>&1 &
+LOG_FORMAT=console $PY consumer.py --idle-timeout-s 10 >"$consumer_out" 2>&1 &
 consumer_pid=$!
 pids+=("$consumer_pid")
 for _ in $(seq 1 60); do
@@ -34,7 +34,7 @@ for _ in $(seq 1 60); do
 done
 
 echo "== producing $COUNT events, about 5% of them invalid"
-producer_summary=$($PY producer.py --count "$COUNT" --rate 100 --invalid-ratio 0.05 | tee /dev/stderr | tail -n 1)
+producer_summary=$(LOG_FORMAT=console $PY producer.py --count "$COUNT" --rate 100 --invalid-ratio 0.05 | tee /dev/stderr | tail -n 1)
 valid=$(grep -oE '[0-9]+ valid' <<<"$producer_summary" | grep -oE '[0-9]+')
 
 echo "== predictions, as the consumer prints them"

@@ -1,0 +1,28 @@
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from messaging.topics import ensure_topics
+from tests.conftest import env_settings
+
+pytestmark = pytest.mark.integration
+
+
+async def partition_counts(settings, topics):
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+
+
+def test_missing_topics_are_created_once_with_the_configured_partitions(stack_settings):
+    """The first call creates the topics with TOPIC_PARTITIONS partitions, all with a leader; the second creates nothing."""
+    settings = env_settings(TOPIC_PARTITIONS="3")
+    topics = [f"topics-{uuid.uuid4().hex[:8]}-{n}" for n in range(2)]
+    assert sorted(asyncio.run(ensure_topics(settings, topics))) == sorted(topics)
+    assert asyncio.run(partition_counts(settings, topics)) == {topic: 3 for topic in topics}
+    assert asyncio.run(ensure_topics(settings, topics)) == []
