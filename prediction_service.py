@@ -17,6 +17,7 @@ import sys
 
 from config import ConfigError, load_settings
 from model.artifact import ModelArtifactError
+from offline_store.mysql import OfflineStoreNotReady
 from runtime.logs import configure_logging
 from service.app import run_service
 
@@ -33,9 +34,14 @@ def main() -> int:
     configure_logging(settings)
     try:
         asyncio.run(run_service(settings))
-    except ModelArtifactError as exc:
+    except (ModelArtifactError, OfflineStoreNotReady) as exc:
         log.error("%s", exc)
         return 2
+    except Exception:
+        # A bug, not an outage (those are retried). Nothing in hand was committed, so a restart
+        # replays it; say so rather than leave only a traceback.
+        log.exception("stopped by an unexpected error; uncommitted events will be processed again on restart")
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import aiomysql
+import pymysql
 
 from config import Settings
 from offline_store.features import UserFeatures
@@ -59,6 +60,10 @@ async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping
     return list(rows)
 
 
+class OfflineStoreNotReady(RuntimeError):
+    """The database answers but holds no feature table."""
+
+
 class MySQLFeatureStore:
     """Looks up a whole batch of users with one parameterised `IN (...)` query."""
 
@@ -79,6 +84,16 @@ class MySQLFeatureStore:
             self._timeout_s,
         )
         return {row[0]: _to_features(row) for row in rows}
+
+    async def check_schema(self) -> None:
+        """Fail fast, at start-up, when the feature table is missing (the loader never ran)."""
+        try:
+            await fetch_all(self._pool, "SELECT user_id FROM user_features LIMIT 1", (), self._timeout_s)
+        except pymysql.err.ProgrammingError as exc:
+            raise OfflineStoreNotReady(
+                f"the offline store has no user_features table ({exc.args[-1]}):"
+                " load it with `make train` or `python -m offline_store.loader`"
+            ) from exc
 
     async def get_all_features(self) -> dict[int, UserFeatures]:
         """Every user with history: what training joins its labelled events against."""

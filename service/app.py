@@ -9,7 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import Settings
 from messaging.topics import ensure_topics, pipeline_topics
+from events.pages import OTHER_PAGE
 from model.artifact import load_model
+from offline_store.features import COLD_START
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from runtime.shutdown import stop_on_signals
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
@@ -24,6 +26,8 @@ REVOKE_WAIT_S = 30.0
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (by default, until SIGINT or SIGTERM)."""
     model = load_model(settings.model_path)  # fail fast: without a model there is nothing to serve
+    # The first call into sklearn pays for lazy imports and allocations; pay it before the first event.
+    model.predict([(OTHER_PAGE,) * 3], [COLD_START])
     log.info("loaded model %s from %s", model.version, settings.model_path)
     if stop is None:
         stop = asyncio.Event()
@@ -40,6 +44,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     try:
         await retry(lambda: ensure_topics(settings, pipeline_topics(settings)), f"reaching Kafka at {settings.kafka_bootstrap_servers}")
         pool = await retry(lambda: create_pool(settings), f"connecting to MySQL at {settings.mysql_host}:{settings.mysql_port}")
+        feature_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
+        await retry(feature_store.check_schema, "checking the offline store")
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id="prediction-service",
@@ -58,7 +64,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             # start goes unpredicted.
             auto_offset_reset="earliest",
         )
-        loop = PredictionLoop(settings, consumer, producer, MySQLFeatureStore(pool, settings.mysql_query_timeout_ms), model, stop)
+        loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
         consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(loop, REVOKE_WAIT_S))
         await retry(consumer.start, "starting the Kafka consumer")
         log.info(

@@ -40,7 +40,7 @@ async def _check_kafka(settings: Settings) -> None:
         await admin.close()
 
 
-async def _server_sql(settings: Settings, *statements: str) -> None:
+async def server_sql(settings: Settings, *statements: str) -> None:
     conn = await aiomysql.connect(host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
                                   password=settings.mysql_password, autocommit=True, connect_timeout=5)
     try:
@@ -59,7 +59,7 @@ def stack_settings() -> Settings:
     except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
         pytest.fail(f"Kafka is not reachable at {settings.kafka_bootstrap_servers} ({exc!r}); start it with `make up`")
     try:
-        asyncio.run(_server_sql(settings, "SELECT 1"))
+        asyncio.run(server_sql(settings, "SELECT 1"))
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"MySQL is not reachable at {settings.mysql_host}:{settings.mysql_port} ({exc!r}); start it with `make up`")
     return settings
@@ -69,7 +69,7 @@ def stack_settings() -> Settings:
 def store_database(stack_settings):
     """A throwaway database loaded by the real loader; yields its name and the users' features."""
     name = f"prediction_it_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
+    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
     settings = env_settings(MYSQL_DATABASE=name)
     try:
         asyncio.run(load_store(settings, STORE_USERS, seed=1, as_of=datetime.now(UTC)))
@@ -83,7 +83,7 @@ def store_database(stack_settings):
 
         yield name, asyncio.run(all_features())
     finally:
-        asyncio.run(_server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,75 @@
+"""Broken dependencies: retried, never dead-lettered, and their offsets are not committed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from events.schema import encode_event, encode_key
+from tests.conftest import server_sql
+from tests.factories import random_events
+from tests.integration.kafka_helpers import read_topic, send_records
+from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.test_pipeline import predictions_by_event, read_predictions
+
+pytestmark = pytest.mark.integration
+
+
+async def committed_total(settings) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.input_topic and meta.offset > 0)
+
+
+def send(settings, events):
+    asyncio.run(send_records(settings, [(encode_key(e.user_id), encode_event(e)) for e in events]))
+
+
+def test_a_database_outage_holds_the_offsets_and_loses_nothing(pipeline_settings, start_service):
+    """MySQL cut mid-stream: the service retries, commits nothing for the events it cannot serve,
+    dead-letters none of them, and predicts them all once MySQL is back."""
+    before, during = random_events(20, list(range(50)), seed=21), random_events(20, list(range(50)), seed=22)
+    with TcpProxy(pipeline_settings.mysql_host, pipeline_settings.mysql_port) as proxy:
+        service = start_service(MYSQL_PORT=str(proxy.port), RETRY_BACKOFF_MAX_MS="300")
+        send(pipeline_settings, before)
+        read_predictions(pipeline_settings, [e.event_id for e in before])
+        deadline = time.monotonic() + 30
+        while asyncio.run(committed_total(pipeline_settings)) < len(before) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert asyncio.run(committed_total(pipeline_settings)) == len(before)
+
+        proxy.cut()
+        send(pipeline_settings, during)
+        service.wait_for_message("feature lookup and prediction failed", timeout_s=30, count=3)
+        assert asyncio.run(committed_total(pipeline_settings)) == len(before), "no commit while MySQL is down"
+        early = predictions_by_event(asyncio.run(read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: False, 2)))
+        assert not {e.event_id for e in during} & set(early)
+
+        proxy.restore()
+        predictions = predictions_by_event(read_predictions(pipeline_settings, [e.event_id for e in during + before]))
+        assert {e.event_id for e in during + before} <= set(predictions)
+        dead = asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic, lambda rs: False, 2))
+        assert dead == [], "an outage is never the event's fault"
+        assert service.alive
+        assert service.stop() == 0
+    assert asyncio.run(committed_total(pipeline_settings)) == len(before) + len(during)
+
+
+def test_a_store_without_the_feature_table_stops_start_up_with_a_hint(start_service, stack_settings):
+    """Pointed at an empty database, the service exits with code 2 and says to run the loader."""
+    name = f"prediction_empty_{uuid.uuid4().hex[:8]}"
+    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
+    try:
+        service = start_service(MYSQL_DATABASE=name)
+        assert service.process.wait(timeout=60) == 2
+        assert "offline_store.loader" in service.tail()
+    finally:
+        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
