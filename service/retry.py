@@ -8,22 +8,24 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pymysql
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Errors that mean "a dependency is unavailable", as opposed to a bug or a bad event. The step is
-# retried; its records are never dead-lettered and their offsets stay uncommitted meanwhile.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    pymysql.err.OperationalError,
-    pymysql.err.InterfaceError,
-    KafkaError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+# MySQL down, connection lost, or a deadline passed (TimeoutError and ConnectionError are
+# OSErrors). Kafka's own errors say whether they are retriable; a delivery timeout is too.
+_TRANSIENT_TYPES = (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError, KafkaTimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a dependency is unavailable, as opposed to a bug or a bad event.
+
+    A transient failure is retried: its records are never dead-lettered and their offsets stay
+    uncommitted meanwhile. Anything else propagates and stops the service, uncommitted too.
+    """
+    return isinstance(exc, _TRANSIENT_TYPES) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
 class ShutdownRequested(Exception):
@@ -49,9 +51,9 @@ async def retry_until_done(
     while True:
         try:
             return await step()
-        except CommitFailedError:
-            raise  # a rebalance, not an outage: retrying the same commit cannot succeed
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             log.warning("%s failed (attempt %d), retrying in %.1f s: %s: %s", what, attempt, backoff_s, type(exc).__name__, exc)
             on_retry()
         if stop.is_set():

@@ -55,7 +55,7 @@ def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_mode
         assert prediction.model_version == model.version
         assert prediction.timestamp == event.timestamp
         assert abs(prediction.purchase_probability - probability) <= 1e-9
-    assert all(record.key == str(predictions_by_event([record]).popitem()[1].user_id).encode() for record in records)
+    assert all(record.key == encode_key(decode_prediction(record.value).user_id) for record in records)
     assert service.stop() == 0
 
 
