@@ -1,0 +1,56 @@
+"""producer.py and consumer.py as a person runs them, around a running service."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.service_process import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def run_program(script: str, env: dict[str, str], *args: str, timeout_s: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=REPO_ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+
+
+def test_producer_service_and_consumer_work_together(pipeline_env, start_service):
+    """The producer reports valid and invalid counts; the consumer prints one line per valid event and a summary."""
+    service = start_service()
+    produced = run_program("producer.py", pipeline_env, "--count", "60", "--rate", "0", "--invalid-ratio", "0.2", "--seed", "3", "--users", "300")
+    assert produced.returncode == 0, produced.stderr
+    summary = produced.stdout.strip().splitlines()[-1]
+    valid, invalid = (int(n) for n in re.search(r"(\d+) valid, (\d+) invalid", summary).groups())
+    assert valid + invalid == 60 and invalid > 0
+
+    consumed = run_program("consumer.py", pipeline_env, "--from-beginning", "--count", str(valid))
+    assert consumed.returncode == 0, consumed.stderr
+    lines = [line for line in consumed.stdout.splitlines() if re.match(r"user\s+\d+\s+p=0\.\d{3}|user\s+\d+\s+p=1\.000", line)]
+    assert len(lines) == valid
+    assert f"received {valid} records" in consumed.stdout
+
+    dead = run_program("consumer.py", pipeline_env, "--dead-letters", "--from-beginning", "--count", str(invalid))
+    assert dead.returncode == 0, dead.stderr
+    assert len(re.findall(r"\]@\d+  (not_utf8|not_json|invalid_field|invalid_pages): ", dead.stdout)) == invalid
+    assert service.stop() == 0
+
+
+def test_the_producer_refuses_a_bad_setting_by_name(pipeline_env):
+    """A malformed KAFKA_BOOTSTRAP_SERVERS stops the producer with exit code 2 and the variable's name."""
+    result = run_program("producer.py", {**pipeline_env, "KAFKA_BOOTSTRAP_SERVERS": "no-port-here"}, "--count", "1")
+    assert result.returncode == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_the_consumer_stops_after_an_idle_timeout(pipeline_env):
+    """With nothing to read, --idle-timeout-s ends the consumer with a zero-record summary."""
+    result = run_program("consumer.py", pipeline_env, "--idle-timeout-s", "1")
+    assert result.returncode == 0, result.stderr
+    assert "received 0 records" in result.stdout
