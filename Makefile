@@ -11,12 +11,13 @@ INSTALLED := $(VENV)/.installed
 -include .env
 export
 
-.PHONY: help install up down status train demo test test-unit clean
+.PHONY: help install up down status train demo test test-unit benchmark clean
 
 help:
 	@echo "make demo       install, start Kafka + MariaDB, train, run producer -> service -> consumer"
 	@echo "make test       install, start the stack, run every test"
 	@echo "make test-unit  the tests that need neither Kafka nor MySQL"
+	@echo "make benchmark  throughput and latency of the real service on the local stack (~30 s)"
 	@echo "make up / down  start / stop the local Kafka and MariaDB (state in .stack/)"
 	@echo "make train      load the offline store and train the model"
 	@echo "make clean      stop the stack and delete its data, the virtualenv and model artifacts"
@@ -50,6 +51,9 @@ test: install up
 
 test-unit: install
 	$(PY) -m pytest -m "not integration"
+
+benchmark: train
+	$(PY) scripts/benchmark.py
 
 clean:
 	@bash stack/down.sh --purge
