@@ -13,9 +13,8 @@ import sys
 
 from aiokafka.errors import KafkaError
 
-from config import ConfigError, load_settings
 from messaging.prediction_reader import ReadPlan, read_records
-from runtime.logs import configure_logging
+from runtime.startup import start_program
 from runtime.shutdown import stop_on_signals
 
 
@@ -40,12 +39,7 @@ async def run(settings, plan: ReadPlan) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings)
+    settings = start_program()
     topic = settings.dlq_topic if args.dead_letters else settings.output_topic
     plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)
     try:

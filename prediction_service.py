@@ -15,10 +15,9 @@ import asyncio
 import logging
 import sys
 
-from config import ConfigError, load_settings
 from model.artifact import ModelArtifactError
 from offline_store.mysql import OfflineStoreNotReady
-from runtime.logs import configure_logging
+from runtime.startup import start_program
 from service.app import run_service
 
 log = logging.getLogger("prediction_service")
@@ -26,12 +25,7 @@ log = logging.getLogger("prediction_service")
 
 def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings)
+    settings = start_program()
     try:
         asyncio.run(run_service(settings))
     except (ModelArtifactError, OfflineStoreNotReady) as exc:

@@ -15,9 +15,8 @@ import sys
 
 from aiokafka.errors import KafkaError
 
-from config import ConfigError, load_settings
 from messaging.event_producer import TrafficPlan, produce_events
-from runtime.logs import configure_logging
+from runtime.startup import start_program
 from runtime.shutdown import stop_on_signals
 
 log = logging.getLogger("producer")
@@ -53,12 +52,7 @@ async def run(settings, plan: TrafficPlan) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings)
+    settings = start_program()
     plan = TrafficPlan(args.count, args.rate, args.seed, args.invalid_ratio, args.users, args.unknown_user_ratio)
     try:
         asyncio.run(run(settings, plan))

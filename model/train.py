@@ -22,13 +22,13 @@ import sklearn
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from config import ConfigError, Settings, load_settings
+from config import Settings
 from model.artifact import PurchaseModel, save_model
 from model.dataset import LabelledData, make_labelled_data
 from model.features import FEATURE_COLUMNS, build_pipeline
 from offline_store.features import UserFeatures
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
-from runtime.logs import configure_logging
+from runtime.startup import start_program
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples < 1_000 or args.users < 1:
         parser.error("--samples must be at least 1000 and --users at least 1")
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        parser.exit(2, f"configuration error: {exc}\n")
-    configure_logging(settings)
+    settings = start_program()
 
     started = time.perf_counter()
     try:

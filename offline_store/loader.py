@@ -17,10 +17,10 @@ from pathlib import Path
 import aiomysql
 import pymysql
 
-from config import ConfigError, Settings, load_settings
+from config import Settings
 from offline_store.history import PurchaseHistory, generate_history
 from offline_store.mysql import close_pool, create_pool
-from runtime.logs import configure_logging
+from runtime.startup import start_program
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 1:
         parser.error("--users must be at least 1")
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        parser.exit(2, f"configuration error: {exc}\n")
-    configure_logging(settings)
+    settings = start_program()
 
     started = time.perf_counter()
     log.info("loading the offline store at %s:%s/%s", settings.mysql_host, settings.mysql_port, settings.mysql_database)
