@@ -31,6 +31,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class HideRetriedLeaderChanges(logging.Filter):
+    """aiokafka logs partition-leader changes at WARNING or ERROR and then retries them itself.
+    They are routine right after a topic is created or a broker restarts, so they are shown only
+    at DEBUG; a real outage still shows in our own retry warnings."""
+
+    RETRIED = ("NotLeaderForPartitionError", "LeaderNotAvailableError", "not found in cluster metadata")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka") or logging.getLogger().level <= logging.DEBUG:
+            return True
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.RETRIED)
+
+
 def configure_logging(settings: Settings, stream=None) -> None:
     """JSON when LOG_FORMAT=json or, with `auto`, when stderr is not a terminal; readable text otherwise."""
     stream = sys.stderr if stream is None else stream
@@ -40,6 +54,7 @@ def configure_logging(settings: Settings, stream=None) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(HideRetriedLeaderChanges())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
