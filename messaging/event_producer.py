@@ -30,7 +30,7 @@ class ProducerReport:
     valid: int = 0
     invalid_by_kind: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    event_ids: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)  # filled only when the plan asks for it
 
     @property
     def invalid(self) -> int:
@@ -55,6 +55,8 @@ class TrafficPlan:
     invalid_ratio: float
     users: int
     unknown_user_ratio: float
+    # Off by default: a long run would otherwise hold every id in memory.
+    keep_event_ids: bool = False
 
 
 async def produce_events(settings: Settings, plan: TrafficPlan, stop: asyncio.Event | None = None) -> ProducerReport:
@@ -102,5 +104,6 @@ def _next_record(rng: random.Random, plan: TrafficPlan, n: int, report: Producer
         user_id = rng.randrange(plan.users)
     event = random_event(rng, user_id, datetime.now(UTC))
     report.valid += 1
-    report.event_ids.append(event.event_id)
+    if plan.keep_event_ids:
+        report.event_ids.append(event.event_id)
     return encode_key(user_id), encode_event(event)

@@ -129,7 +129,7 @@ async def benchmark(args: argparse.Namespace, env: dict[str, str], settings: Set
         await ensure_topics(settings, pipeline_topics(settings))
         # Scenario 1: a backlog waiting for a cold service, like a restart after an outage.
         # Traffic as producer.py sends it by default: 2% of events from users unknown to the store.
-        preload = await produce_events(settings, TrafficPlan(args.events, 0, 1, 0.0, USERS, 0.02))
+        preload = await produce_events(settings, TrafficPlan(args.events, 0, 1, 0.0, USERS, 0.02, keep_event_ids=True))
         print(f"pre-loaded {preload.valid} events in {preload.seconds:.1f} s; starting the service")
         reader_task = asyncio.create_task(reader.run())
         started = datetime.now(UTC)
@@ -143,7 +143,7 @@ async def benchmark(args: argparse.Namespace, env: dict[str, str], settings: Set
         batches = len(set(predicted))
 
         # Scenario 2: the service is caught up; a steady stream measures the latency it adds.
-        steady = await produce_events(settings, TrafficPlan(args.rate * args.seconds, args.rate, 2, 0.0, USERS, 0.02))
+        steady = await produce_events(settings, TrafficPlan(args.rate * args.seconds, args.rate, 2, 0.0, USERS, 0.02, keep_event_ids=True))
         late = await reader.wait_for(steady.event_ids, service, DRAIN_TIMEOUT_S)
         seen = [reader.arrivals[i] for i in steady.event_ids if i in reader.arrivals]
         to_consumer = [ms(received, p.timestamp) for received, p in seen]
