@@ -30,7 +30,8 @@ from offline_store.features import UserFeatures
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from runtime.startup import start_program
 
-log = logging.getLogger(__name__)
+# Named explicitly: run with `python -m`, this module's __name__ is "__main__".
+log = logging.getLogger("model.train")
 
 MAX_AUC_GAP_TO_ORACLE = 0.02
 HELD_OUT_SHARE = 0.25

@@ -22,7 +22,8 @@ from offline_store.history import PurchaseHistory, generate_history
 from offline_store.mysql import close_pool, create_pool
 from runtime.startup import start_program
 
-log = logging.getLogger(__name__)
+# Named explicitly: run with `python -m`, this module's __name__ is "__main__".
+log = logging.getLogger("offline_store.loader")
 
 SQL_DIR = Path(__file__).resolve().parent
 INSERT_CHUNK_ROWS = 5_000
