@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -39,12 +40,11 @@ class ServiceStats:
         if elapsed < interval_s:
             return False
         if self._interval_batch_ms:
-            timings = sorted(self._interval_batch_ms)
-            median = timings[len(timings) // 2]
+            timings = self._interval_batch_ms
             log.info(
                 "%.0f events/s over %.0f s (%d batches, batch time median %.1f ms, max %.1f ms);"
                 " totals: %d events, %d predictions, %d dead letters, %d retries",
-                self._interval_events / elapsed, elapsed, len(timings), median, timings[-1],
+                self._interval_events / elapsed, elapsed, len(timings), statistics.median(timings), max(timings),
                 self.events, self.predictions, self.dead_letters, self.retries,
             )
         self._interval_started = now

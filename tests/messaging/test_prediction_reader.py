@@ -1,0 +1,36 @@
+from datetime import UTC, datetime, timedelta
+
+from events.dead_letter import dead_letter_headers
+from events.schema import InvalidEvent, Prediction
+from messaging.prediction_reader import ReaderSummary, render_dead_letter, render_prediction
+from tests.fakes import make_record
+
+EVENT_TIME = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def prediction(p: float) -> Prediction:
+    return Prediction(event_id="e-7", user_id=42, purchase_probability=p, model_version="v1",
+                      timestamp=EVENT_TIME, predicted_at=EVENT_TIME)
+
+
+def test_a_prediction_line_shows_user_probability_bar_and_age():
+    """One line: the user, the probability with a ten-cell bar, the event id and how old the event is."""
+    line = render_prediction(prediction(0.731), EVENT_TIME + timedelta(milliseconds=52))
+    assert line.startswith("user      42  p=0.731 ███████░░░")
+    assert "event e-7" in line and "52 ms after the event" in line and "model v1" in line
+
+
+def test_a_dead_letter_line_says_where_it_came_from_and_why():
+    """The rejected record's source position, kind and reason, then its first bytes."""
+    headers = dead_letter_headers(InvalidEvent("not_json", "JSON is malformed"), "input_topic", 2, 40)
+    line = render_dead_letter(make_record(b"garbage", headers=headers))
+    assert line.startswith("input_topic[2]@40  not_json: JSON is malformed")
+    assert "b'garbage'" in line
+
+
+def test_the_summary_counts_and_averages():
+    """The exit summary gives the count, the mean probability and how many were likely buyers."""
+    summary = ReaderSummary(records=3, probabilities=[0.2, 0.6, 0.7], seconds=1.5)
+    assert summary.render("output_topic") == (
+        "received 3 records from output_topic in 1.5 s; mean purchase probability 0.500, 2 of 3 at 0.5 or above"
+    )
