@@ -103,14 +103,20 @@ def test_a_killed_service_loses_nothing_after_restart(pipeline_settings, start_s
     first = start_service(BATCH_MAX_RECORDS="20")
     first.wait_for_message("partitions assigned")
 
-    async def produce_slowly():
-        for start in range(0, len(events), 50):
-            await send_records(pipeline_settings, as_records(events[start : start + 50]))
-            await asyncio.sleep(0.1)
+    async def kill_while_producing() -> int:
+        async def produce_slowly():
+            for start in range(0, len(events), 30):
+                await send_records(pipeline_settings, as_records(events[start : start + 30]))
+                await asyncio.sleep(0.1)
 
-    asyncio.run(produce_slowly())
-    asyncio.run(read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: len(rs) >= 50, 60))
-    first.kill()
+        producing = asyncio.create_task(produce_slowly())
+        await read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: len(rs) >= 50, 60)
+        first.kill()
+        await producing
+        return len(await read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: False, 2))
+
+    predicted_before_restart = asyncio.run(kill_while_producing())
+    assert predicted_before_restart < len(events), "the kill must land mid-stream for this test to mean anything"
 
     start_service(BATCH_MAX_RECORDS="20")
     predictions = predictions_by_event(read_predictions(pipeline_settings, [e.event_id for e in events], timeout_s=90))
