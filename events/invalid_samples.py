@@ -24,6 +24,9 @@ INVALID_SAMPLES: dict[str, bytes] = {
     "bad_timestamp": b'{"event_id": "bad-{n}", "user_id": 7, "timestamp": "yesterday", "last_three_pages_visited": ["home", "product", "cart"]}',
     "two_pages": b'{"event_id": "bad-{n}", "user_id": 7, "timestamp": "2026-11-26T12:00:00Z", "last_three_pages_visited": "home/cart"}',
     "four_pages": b'{"event_id": "bad-{n}", "user_id": 7, "timestamp": "2026-11-26T12:00:00Z", "last_three_pages_visited": ["home", "product", "cart", "checkout"]}',
+    "long_event_id": ('{"event_id": "' + "x" * 300 + '", "user_id": 7, "timestamp": "2026-11-26T12:00:00Z", "last_three_pages_visited": ["home", "product", "cart"]}').encode(),
+    "timestamp_out_of_range": b'{"event_id": "bad-{n}", "user_id": 7, "timestamp": "0001-01-01T00:00:00+01:00", "last_three_pages_visited": ["home", "product", "cart"]}',
+    "deeply_nested": ('{"event_id": "bad-{n}", "user_id": 7, "timestamp": "2026-11-26T12:00:00Z", "last_three_pages_visited": ["home", "product", "cart"], "extra": ' + "[" * 5000 + "]" * 5000 + "}").encode(),
     "empty_event_id": b'{"event_id": "", "user_id": 7, "timestamp": "2026-11-26T12:00:00Z", "last_three_pages_visited": ["home", "product", "cart"]}',
 }
 

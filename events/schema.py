@@ -17,6 +17,7 @@ from events.pages import PAGES_SEPARATOR, normalise_page
 PAGES_PER_EVENT = 3
 # Users are keyed by a signed BIGINT in the offline store.
 MAX_USER_ID = 2**63 - 1
+MAX_EVENT_ID_LENGTH = 256
 
 
 class InvalidEvent(ValueError):
@@ -31,7 +32,8 @@ class InvalidEvent(ValueError):
 class InputEvent(msgspec.Struct, frozen=True):
     """An event as it travels on the input topic. Unknown extra fields are ignored."""
 
-    event_id: Annotated[str, msgspec.Meta(min_length=1)]
+    # Bounded so that a prediction, which carries it, always fits in a Kafka record.
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
     user_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_USER_ID)]
     timestamp: datetime
     # A list of three page names, or the "home/cart/checkout" form of the original write-up.
@@ -77,6 +79,9 @@ def parse_event(data: bytes | None) -> Event:
         raise InvalidEvent("invalid_field", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent("not_json", str(exc)) from None
+    except RecursionError:
+        # msgspec walks unknown fields too; a few thousand nested brackets exhaust the stack.
+        raise InvalidEvent("not_json", "JSON is nested too deeply") from None
 
     if not raw.event_id.strip():
         raise InvalidEvent("invalid_field", "event_id is blank - at `$.event_id`")
@@ -93,7 +98,10 @@ def _as_utc(timestamp: datetime) -> datetime:
     # so two instances in different zones read the same event the same way.
     if timestamp.tzinfo is None:
         return timestamp.replace(tzinfo=UTC)
-    return timestamp.astimezone(UTC)
+    try:
+        return timestamp.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent in a datetime
+        raise InvalidEvent("invalid_field", "timestamp is out of range in UTC - at `$.timestamp`") from None
 
 
 def _clean_pages(raw: list[str] | str) -> tuple[str, str, str]:
