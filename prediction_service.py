@@ -15,6 +15,8 @@ import asyncio
 import logging
 import sys
 
+import pymysql
+
 from model.artifact import ModelArtifactError
 from offline_store.mysql import OfflineStoreNotReady
 from runtime.startup import start_program
@@ -30,6 +32,10 @@ def main() -> int:
         asyncio.run(run_service(settings))
     except (ModelArtifactError, OfflineStoreNotReady) as exc:
         log.error("%s", exc)
+        return 2
+    except pymysql.err.MySQLError as exc:
+        # Transient MySQL errors are retried inside; what reaches here is a setting to fix.
+        log.error("MySQL at %s:%s refused: %s; check the MYSQL_* settings", settings.mysql_host, settings.mysql_port, exc)
         return 2
     except Exception:
         # A bug, not an outage (those are retried). Nothing in hand was committed, so a restart

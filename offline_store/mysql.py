@@ -43,21 +43,24 @@ async def close_pool(pool: aiomysql.Pool) -> None:
 
 
 async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping[str, Any], timeout_s: float) -> list[tuple]:
-    """Run one query with a deadline on both acquiring a connection and the query itself."""
-    conn = await asyncio.wait_for(pool.acquire(), timeout_s)
-    try:
-        async with asyncio.timeout(timeout_s):
+    """Run one query; `timeout_s` bounds acquiring a connection and the query together."""
+    async with asyncio.timeout(timeout_s):
+        conn = await pool.acquire()
+        try:
             async with conn.cursor() as cursor:
                 await cursor.execute(sql, args)
                 rows = await cursor.fetchall()
-    except BaseException:
-        # A query cut off half way leaves unread bytes on the wire: the connection must not go
-        # back to the pool, or the next query reads this one's answer.
-        conn.close()
-        raise
-    finally:
-        pool.release(conn)
+        except BaseException:
+            # A query cut off half way leaves unread bytes on the wire: the connection must not
+            # go back to the pool, or the next query reads this one's answer.
+            conn.close()
+            raise
+        finally:
+            pool.release(conn)
     return list(rows)
+
+
+_SELECT_FEATURES = "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features"
 
 
 class OfflineStoreNotReady(RuntimeError):
@@ -76,13 +79,7 @@ class MySQLFeatureStore:
         if not unique_ids:
             return {}
         placeholders = ", ".join(["%s"] * len(unique_ids))
-        rows = await fetch_all(
-            self._pool,
-            "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase"
-            f" FROM user_features WHERE user_id IN ({placeholders})",
-            unique_ids,
-            self._timeout_s,
-        )
+        rows = await fetch_all(self._pool, f"{_SELECT_FEATURES} WHERE user_id IN ({placeholders})", unique_ids, self._timeout_s)
         return {row[0]: _to_features(row) for row in rows}
 
     async def check_schema(self) -> None:
@@ -97,12 +94,7 @@ class MySQLFeatureStore:
 
     async def get_all_features(self) -> dict[int, UserFeatures]:
         """Every user with history: what training joins its labelled events against."""
-        rows = await fetch_all(
-            self._pool,
-            "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features",
-            (),
-            timeout_s=max(self._timeout_s, 60.0),
-        )
+        rows = await fetch_all(self._pool, _SELECT_FEATURES, (), timeout_s=max(self._timeout_s, 60.0))
         return {row[0]: _to_features(row) for row in rows}
 
 

@@ -15,7 +15,7 @@ from offline_store.features import COLD_START
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from runtime.shutdown import stop_on_signals
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
-from service.retry import ShutdownRequested, retry_until_done
+from service.retry import Backoff, ShutdownRequested, retry_until_done, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,10 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         stop = asyncio.Event()
         stop_on_signals(stop)
 
+    backoff = Backoff.from_settings(settings)
+
     def retry(step, what):
-        return retry_until_done(
-            step, what=what, stop=stop,
-            initial_backoff_s=settings.retry_backoff_initial_ms / 1000,
-            max_backoff_s=settings.retry_backoff_max_ms / 1000,
-        )
+        return retry_until_done(step, what=what, stop=stop, backoff=backoff)
 
     pool = producer = consumer = None
     try:
@@ -64,18 +62,17 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             # start goes unpredicted.
             auto_offset_reset="earliest",
         )
-        loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
-        consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(loop, REVOKE_WAIT_S))
-        await retry(consumer.start, "starting the Kafka consumer")
+        prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
+        consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(prediction_loop, REVOKE_WAIT_S))
+        joining = "joining the consumer group"
+        await retry(lambda: unless_stopped(consumer.start(), stop, joining), joining)
         log.info(
             "consuming %s as group %s; predictions to %s, dead letters to %s",
             settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
         )
-        await loop.run()
-        log.info(
-            "stopped cleanly after %d events: %d predictions, %d dead letters",
-            loop.stats.events, loop.stats.predictions, loop.stats.dead_letters,
-        )
+        await prediction_loop.run()
+        stats = prediction_loop.stats
+        log.info("stopped cleanly after %d events: %d predictions, %d dead letters", stats.events, stats.predictions, stats.dead_letters)
     except ShutdownRequested as exc:
         log.warning("stopped while still %s; nothing in hand was committed, it will be processed on the next start", exc)
     finally:

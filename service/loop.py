@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -18,10 +18,13 @@ from events.schema import Prediction, encode_key, encode_prediction
 from model.artifact import PurchaseModel
 from offline_store.features import FeatureStore
 from service.batch import SplitBatch, predict_events, split_batch
-from service.retry import retry_until_done
+from service.retry import Backoff, retry_until_done
 from service.stats import ServiceStats
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+COMMIT_TIMEOUT_S = 15.0
 
 
 class RecordSource(Protocol):
@@ -67,6 +70,7 @@ class PredictionLoop:
         self._feature_store = feature_store
         self._model = model
         self._stop = stop
+        self._backoff = Backoff.from_settings(settings)
         self.stats = ServiceStats() if stats is None else stats
         # Held while a batch is in hand, so a rebalance waits for it to be committed.
         self.batch_lock = asyncio.Lock()
@@ -119,23 +123,18 @@ class PredictionLoop:
                 raise result
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # aiokafka retries a commit internally with no deadline; ours hands control back to the
+        # retry loop, which is where a stop request is noticed.
+        commit = lambda: asyncio.wait_for(self._source.commit(offsets), COMMIT_TIMEOUT_S)  # noqa: E731
         try:
-            await self._retry(lambda: self._source.commit(offsets), "offset commit")
+            await self._retry(commit, "offset commit")
         except (CommitFailedError, IllegalStateError) as exc:
             # The partitions moved to another instance before the commit: it will replay this
             # batch, which is the at-least-once contract. Nothing is lost.
             log.warning("could not commit %s after a rebalance, the batch will be replayed: %s", offsets, exc)
 
-    def _retry(self, step, what: str):
-        settings = self._settings
-        return retry_until_done(
-            step,
-            what=what,
-            stop=self._stop,
-            initial_backoff_s=settings.retry_backoff_initial_ms / 1000,
-            max_backoff_s=settings.retry_backoff_max_ms / 1000,
-            on_retry=self.stats.record_retry,
-        )
+    def _retry(self, step: Callable[[], Awaitable[T]], what: str) -> Awaitable[T]:
+        return retry_until_done(step, what=what, stop=self._stop, backoff=self._backoff, on_retry=self.stats.record_retry)
 
 
 class FinishBatchBeforeRevoke(ConsumerRebalanceListener):

@@ -3,33 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pymysql
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from config import Settings
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# MySQL down, connection lost, or a deadline passed (TimeoutError and ConnectionError are
-# OSErrors). Kafka's own errors say whether they are retriable; a delivery timeout is too.
-_TRANSIENT_TYPES = (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError, KafkaTimeoutError)
+# MySQL error codes that pass by themselves: the server cannot be reached, went away or is
+# shutting down (2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031), has too many connections
+# (1040), or a lock wait or deadlock (1205, 1213). Access denied, unknown database and the like
+# are settings to fix, not outages: retrying them would only hide the message.
+TRANSIENT_MYSQL_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when a dependency is unavailable, as opposed to a bug or a bad event.
+    """True when a dependency is unavailable, as opposed to a bug, a bad setting or a bad event.
 
     A transient failure is retried: its records are never dead-lettered and their offsets stay
     uncommitted meanwhile. Anything else propagates and stops the service, uncommitted too.
     """
-    return isinstance(exc, _TRANSIENT_TYPES) or (isinstance(exc, KafkaError) and exc.retriable)
+    if isinstance(exc, pymysql.err.OperationalError):
+        return bool(exc.args) and exc.args[0] in TRANSIENT_MYSQL_CODES
+    if isinstance(exc, (pymysql.err.InterfaceError, KafkaTimeoutError)):
+        return True  # a closed connection; a delivery not acknowledged in time
+    if isinstance(exc, KafkaError):
+        return exc.retriable
+    # Lost connections and passed deadlines (ConnectionError and TimeoutError are OSErrors).
+    return isinstance(exc, OSError)
 
 
 class ShutdownRequested(Exception):
     """Stop was requested while a step was still failing; the batch is abandoned uncommitted."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff between retries: doubles from `initial_s` up to `max_s`."""
+
+    initial_s: float
+    max_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backoff:
+        return cls(settings.retry_backoff_initial_ms / 1000, settings.retry_backoff_max_ms / 1000)
 
 
 async def retry_until_done(
@@ -37,8 +62,7 @@ async def retry_until_done(
     *,
     what: str,
     stop: asyncio.Event,
-    initial_backoff_s: float,
-    max_backoff_s: float,
+    backoff: Backoff,
     on_retry: Callable[[], None] = lambda: None,
 ) -> T:
     """Run `step` until it succeeds, backing off exponentially on transient errors.
@@ -46,7 +70,7 @@ async def retry_until_done(
     It never gives up on its own: losing the batch is worse than waiting for MySQL or Kafka to
     come back. A stop request ends the wait with `ShutdownRequested`.
     """
-    backoff_s = initial_backoff_s
+    wait_s = backoff.initial_s
     attempt = 1
     while True:
         try:
@@ -54,15 +78,34 @@ async def retry_until_done(
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("%s failed (attempt %d), retrying in %.1f s: %s: %s", what, attempt, backoff_s, type(exc).__name__, exc)
+            log.warning("%s failed (attempt %d), retrying in %.1f s: %s: %s", what, attempt, wait_s, type(exc).__name__, exc)
             on_retry()
         if stop.is_set():
             raise ShutdownRequested(what)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=backoff_s)
+            await asyncio.wait_for(stop.wait(), timeout=wait_s)
         except TimeoutError:
             pass
         else:
             raise ShutdownRequested(what)
-        backoff_s = min(backoff_s * 2, max_backoff_s)
+        wait_s = min(wait_s * 2, backoff.max_s)
         attempt += 1
+
+
+async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event, what: str) -> T:
+    """Await `awaitable`, unless a stop is requested first (then raise `ShutdownRequested`).
+
+    For client calls that wait on Kafka with no deadline of their own, such as joining a group.
+    """
+    work = asyncio.ensure_future(awaitable)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(BaseException):
+        await work
+    raise ShutdownRequested(what)

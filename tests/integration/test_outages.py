@@ -73,3 +73,10 @@ def test_a_store_without_the_feature_table_stops_start_up_with_a_hint(start_serv
         assert "offline_store.loader" in service.tail()
     finally:
         asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+def test_a_wrong_mysql_password_is_a_setting_to_fix_not_an_outage(start_service):
+    """Access denied is not retried for ever: the service exits with code 2 and points at the MYSQL_* settings."""
+    service = start_service(MYSQL_PASSWORD="certainly-not-the-password")
+    assert service.process.wait(timeout=60) == 2
+    assert "Access denied" in service.tail() and "MYSQL_" in service.tail()

@@ -4,7 +4,7 @@ import pymysql
 import pytest
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 
-from service.retry import ShutdownRequested, is_transient, retry_until_done
+from service.retry import Backoff, ShutdownRequested, is_transient, retry_until_done, unless_stopped
 
 
 @pytest.mark.parametrize(
@@ -30,16 +30,18 @@ def test_outages_are_transient(error):
         CommitFailedError("rebalanced"),
         IllegalStateError("not assigned"),
         pymysql.err.ProgrammingError(1146, "Table doesn't exist"),
+        pymysql.err.OperationalError(1045, "Access denied for user"),
+        pymysql.err.OperationalError(1049, "Unknown database"),
         ValueError("a bug"),
     ],
 )
-def test_bugs_and_rebalances_are_not_retried(error):
-    """Retrying cannot fix a rebalance, a bad query or a bug: they propagate."""
+def test_bugs_bad_settings_and_rebalances_are_not_retried(error):
+    """Retrying cannot fix a rebalance, a wrong password or database, a bad query or a bug: they propagate."""
     assert not is_transient(error)
 
 
 async def test_backoff_doubles_up_to_the_maximum_and_succeeds():
-    """Each failure waits longer, capped at max_backoff_s, until the step succeeds."""
+    """Each failure waits longer, capped at the maximum, until the step succeeds."""
     attempts = []
 
     async def step():
@@ -48,7 +50,7 @@ async def test_backoff_doubles_up_to_the_maximum_and_succeeds():
             raise ConnectionRefusedError()
         return "done"
 
-    result = await retry_until_done(step, what="test", stop=asyncio.Event(), initial_backoff_s=0.01, max_backoff_s=0.04)
+    result = await retry_until_done(step, what="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.04))
     waits = [b - a for a, b in zip(attempts, attempts[1:])]
     assert result == "done"
     assert waits[1] > waits[0] * 1.5
@@ -64,7 +66,7 @@ async def test_a_non_transient_error_is_raised_at_once():
         raise ValueError("bug")
 
     with pytest.raises(ValueError):
-        await retry_until_done(step, what="test", stop=asyncio.Event(), initial_backoff_s=0.01, max_backoff_s=0.01)
+        await retry_until_done(step, what="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.01))
     assert len(calls) == 1
 
 
@@ -77,4 +79,19 @@ async def test_a_stop_request_ends_the_wait():
 
     asyncio.get_running_loop().call_later(0.05, stop.set)
     with pytest.raises(ShutdownRequested):
-        await retry_until_done(step, what="test", stop=stop, initial_backoff_s=10, max_backoff_s=10)
+        await retry_until_done(step, what="test", stop=stop, backoff=Backoff(10, 10))
+
+
+async def test_unless_stopped_returns_the_result_when_the_work_finishes_first():
+    """Nothing to stop: the awaited value comes back."""
+    assert await unless_stopped(asyncio.sleep(0, result=7), asyncio.Event(), "test") == 7
+
+
+async def test_unless_stopped_abandons_work_that_never_ends_when_stopped():
+    """A call with no deadline of its own (like joining a group with Kafka down) yields to a stop request."""
+    stop = asyncio.Event()
+    never = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    with pytest.raises(ShutdownRequested):
+        await unless_stopped(never, stop, "test")
+    assert never.cancelled()
