@@ -17,7 +17,7 @@ help:
 	@echo "make demo       install, start Kafka + MariaDB, train, run producer -> service -> consumer"
 	@echo "make test       install, start the stack, run every test"
 	@echo "make test-unit  the tests that need neither Kafka nor MySQL"
-	@echo "make benchmark  throughput and latency of the real service on the local stack (~30 s)"
+	@echo "make benchmark  throughput and latency of the real service on the local stack (~20 s after training)"
 	@echo "make up / down  start / stop the local Kafka and MariaDB (state in .stack/)"
 	@echo "make train      load the offline store and train the model"
 	@echo "make clean      stop the stack and delete its data, the virtualenv and model artifacts"
@@ -26,7 +26,9 @@ install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found: $$($(PYTHON) --version))"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv"; exit 1; }
+	@# A failed `venv` can leave a python without pip behind; start over rather than trust it.
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); } \
+		|| { rm -rf $(VENV); echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 

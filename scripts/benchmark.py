@@ -8,7 +8,8 @@
 2. Latency: with the service running and caught up, events are produced at --rate per second for
    --seconds; end-to-end latency percentiles are reported as seen by a consumer and by the service.
 
-Each run uses its own topics and consumer group (deleted at the end), so demo data is never touched.
+Each run uses its own topics (deleted at the end) and consumer group (aiokafka cannot delete
+groups; Kafka expires it), so demo data is never touched.
 """
 
 from __future__ import annotations

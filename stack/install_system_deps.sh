@@ -17,10 +17,18 @@ java_major() {
         | awk '{ print ($1 == 1) ? $2 : $1 }'
 }
 
+# Debian 12 ships OpenJDK 17, Debian 13 only 21; Kafka 4 runs on either.
+java_package() {
+    local pkg
+    for pkg in openjdk-17-jre-headless openjdk-21-jre-headless default-jre-headless; do
+        apt-cache show "$pkg" >/dev/null 2>&1 && { echo "$pkg"; return; }
+    done
+    echo openjdk-17-jre-headless
+}
 if ! command -v java >/dev/null 2>&1; then
-    need openjdk-17-jre-headless "java 17+"
+    need "$(java_package)" "java 17+"
 elif jv="$(java_major)"; (( ${jv:-0} < 17 )); then
-    need openjdk-17-jre-headless "java 17+ (found: $(java -version 2>&1 | head -n1))"
+    need "$(java_package)" "java 17+ (found: $(java -version 2>&1 | head -n1))"
 fi
 if [[ -z "${KAFKA_HOME:-}" ]] && ! command -v mvn >/dev/null 2>&1; then
     need maven "mvn (resolves Kafka jars; or set KAFKA_HOME to an unpacked Kafka)"
