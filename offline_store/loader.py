@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("loading the offline store at %s:%s/%s", settings.mysql_host, settings.mysql_port, settings.mysql_database)
     try:
         purchases, users = asyncio.run(load_store(settings, args.users, args.seed, datetime.now(UTC)))
-    except pymysql.err.OperationalError as exc:
+    except pymysql.err.MySQLError as exc:
         log.error("cannot use MySQL at %s:%s: %s (is it running? `make up` starts a local one)",
                   settings.mysql_host, settings.mysql_port, exc)
         return 1

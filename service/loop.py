@@ -125,7 +125,9 @@ class PredictionLoop:
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         # aiokafka retries a commit internally with no deadline; ours hands control back to the
         # retry loop, which is where a stop request is noticed.
-        commit = lambda: asyncio.wait_for(self._source.commit(offsets), COMMIT_TIMEOUT_S)  # noqa: E731
+        def commit() -> Awaitable[None]:
+            return asyncio.wait_for(self._source.commit(offsets), COMMIT_TIMEOUT_S)
+
         try:
             await self._retry(commit, "offset commit")
         except (CommitFailedError, IllegalStateError) as exc:

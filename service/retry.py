@@ -106,6 +106,7 @@ async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event, what: str
     if work.done():
         return work.result()
     work.cancel()
-    with contextlib.suppress(BaseException):
+    # Its own cancellation, or whatever it failed with on the way out: the stop wins either way.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await work
     raise ShutdownRequested(what)
