@@ -18,6 +18,10 @@ from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
+# Every codec Kafka has; aiokafka needs cramjam (pinned in requirements.txt) for the last three.
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+REVOKE_WAIT_MIN_S = 1.0
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed. The message names the variable."""
@@ -94,6 +98,14 @@ class Settings:
     kafka_group_id: str = _setting("KAFKA_GROUP_ID", "prediction-service", _text)
     topic_partitions: int = _setting("TOPIC_PARTITIONS", 6, _integer(1, 10_000))
     topic_replication_factor: int = _setting("TOPIC_REPLICATION_FACTOR", 1, _integer(1, 32))
+    # The consumer group's timings. A member that sends no heartbeat for the session timeout
+    # is evicted; during a rebalance every member must rejoin within the rebalance timeout, so
+    # the batch in hand gets what is left of it (see `revoke_wait_s`).
+    kafka_session_timeout_ms: int = _setting("KAFKA_SESSION_TIMEOUT_MS", 10_000, _integer(1_000, 1_800_000))
+    kafka_heartbeat_interval_ms: int = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", 3_000, _integer(100, 600_000))
+    kafka_rebalance_timeout_ms: int = _setting("KAFKA_REBALANCE_TIMEOUT_MS", 30_000, _integer(1_000, 1_800_000))
+    kafka_max_poll_interval_ms: int = _setting("KAFKA_MAX_POLL_INTERVAL_MS", 300_000, _integer(1_000, 3_600_000))
+    output_compression: str = _setting("OUTPUT_COMPRESSION", "lz4", _choice(*COMPRESSION_TYPES))
 
     mysql_host: str = _setting("MYSQL_HOST", "127.0.0.1", _text)
     mysql_port: int = _setting("MYSQL_PORT", 3306, _integer(1, 65_535))
@@ -110,6 +122,7 @@ class Settings:
     retry_backoff_initial_ms: int = _setting("RETRY_BACKOFF_INITIAL_MS", 200, _integer(1, 60_000))
     retry_backoff_max_ms: int = _setting("RETRY_BACKOFF_MAX_MS", 10_000, _integer(1, 600_000))
     stats_interval_s: int = _setting("STATS_INTERVAL_S", 10, _integer(1, 3_600))
+    shutdown_timeout_s: int = _setting("SHUTDOWN_TIMEOUT_S", 20, _integer(2, 3_600))
 
     log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
     log_format: str = _setting("LOG_FORMAT", "auto", _choice("auto", "json", "console"))
@@ -119,6 +132,31 @@ class Settings:
             raise ConfigError("RETRY_BACKOFF_MAX_MS", "must be at least RETRY_BACKOFF_INITIAL_MS")
         if len({self.input_topic, self.output_topic, self.dlq_topic}) < 3:
             raise ConfigError("DLQ_TOPIC", "INPUT_TOPIC, OUTPUT_TOPIC and DLQ_TOPIC must all differ")
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ConfigError(
+                "KAFKA_HEARTBEAT_INTERVAL_MS",
+                "must be at most a third of KAFKA_SESSION_TIMEOUT_MS, so a member survives a lost heartbeat or two",
+            )
+        if self.revoke_wait_s < REVOKE_WAIT_MIN_S:
+            raise ConfigError(
+                "KAFKA_REBALANCE_TIMEOUT_MS",
+                f"must exceed KAFKA_HEARTBEAT_INTERVAL_MS by enough to leave the batch in hand at least {REVOKE_WAIT_MIN_S:g} s",
+            )
+        if self.kafka_max_poll_interval_ms < self.kafka_rebalance_timeout_ms:
+            raise ConfigError("KAFKA_MAX_POLL_INTERVAL_MS", "must be at least KAFKA_REBALANCE_TIMEOUT_MS")
+
+    @property
+    def revoke_wait_s(self) -> float:
+        """How long a rebalance waits for the batch in hand before abandoning it uncommitted.
+
+        The member hears of a rebalance with its next heartbeat, and must rejoin before the
+        rebalance timeout runs out or it is evicted while still working; a margin covers the
+        join request itself.
+        """
+        rebalance_s = self.kafka_rebalance_timeout_ms / 1000
+        heartbeat_s = self.kafka_heartbeat_interval_ms / 1000
+        margin_s = max(1.0, rebalance_s / 10)
+        return rebalance_s - heartbeat_s - margin_s
 
 
 SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses.fields(Settings))
