@@ -6,21 +6,23 @@ Consumes browsing events from INPUT_TOPIC, joins each user's offline features fr
 predicts the purchase probability and publishes it to OUTPUT_TOPIC; invalid events go to
 DLQ_TOPIC with the reason. Settings come from the environment and `.env` (see .env.example).
 Run several copies with the same KAFKA_GROUP_ID to share the partitions.
+
+SIGINT or SIGTERM stops it cleanly, with exit code 0, within SHUTDOWN_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import sys
+from runtime.shutdown import catch_stop_signals_early
 
-import pymysql
+# Before anything slow: a stop request during the imports or the model load must not kill
+# the process outright.
+catch_stop_signals_early()
 
-from model.artifact import ModelArtifactError
-from offline_store.mysql import OfflineStoreNotReady
-from runtime.startup import start_program
-from service.app import run_service
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from runtime.startup import start_program  # noqa: E402
 
 log = logging.getLogger("prediction_service")
 
@@ -28,9 +30,19 @@ log = logging.getLogger("prediction_service")
 def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     settings = start_program()
+    # Imported here, not at the top, so that --help and a bad setting answer at once.
+    import asyncio
+
+    import pymysql
+
+    from model.artifact import ModelArtifactError
+    from offline_store.mysql import OfflineStoreNotReady
+    from service.app import run_service
+    from service.publish import OutputRefused
+
     try:
         asyncio.run(run_service(settings))
-    except (ModelArtifactError, OfflineStoreNotReady) as exc:
+    except (ModelArtifactError, OfflineStoreNotReady, OutputRefused) as exc:
         log.error("%s", exc)
         return 2
     except pymysql.err.MySQLError as exc:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from config import Settings
+from runtime.text import printable
 
 # Extra record fields worth keeping in a JSON line, when a call site passes them in `extra=`.
-CONTEXT_FIELDS = ("event_id", "topic", "partition", "offset", "error_kind", "batch_size")
+CONTEXT_FIELDS = (
+    "event_id", "topic", "partition", "offset", "error_kind", "batch_size",
+    "dependency", "attempt", "retry_in_s", "dead_letters", "skipped_offsets",
+)
+# aiokafka repeats the same complaint many times a second while a broker is away.
+COLLAPSE_WINDOW_S = 10.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,6 +54,70 @@ class HideRetriedLeaderChanges(logging.Filter):
         return not any(fragment in message for fragment in self.RETRIED)
 
 
+class EscapingFormatter(logging.Formatter):
+    """Readable lines for a terminal, with control characters in messages escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+@dataclass
+class _Repeats:
+    window_started: float
+    suppressed: int = 0
+    last_message: str = ""
+
+
+class CollapseRepeats(logging.Filter):
+    """Lets the first of a client library's repeated warnings through per window, and counts the rest.
+
+    During a broker outage aiokafka logs about 75 ERROR lines a second, all alike. The next one
+    after the window says how many were held back, and so does `flush` (called once per stats
+    interval), so the count is never lost. Repeats are alike when their logger, level and
+    message template are.
+    """
+
+    def __init__(self, window_s: float = COLLAPSE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], _Repeats] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        repeats = self._seen.get(key)
+        if repeats is None or now - repeats.window_started >= self._window_s:
+            self._seen[key] = _Repeats(now)
+            if repeats is not None and repeats.suppressed:
+                record.msg = f"{record.msg} (and {repeats.suppressed} more like it in the last {now - repeats.window_started:.0f} s)"
+            return True
+        repeats.suppressed += 1
+        repeats.last_message = record.getMessage()
+        return False
+
+    def flush(self) -> None:
+        """Log the count of every repeat held back so far, and start counting afresh."""
+        now = self._clock()
+        for (name, level, _template), repeats in list(self._seen.items()):
+            if repeats.suppressed:
+                logging.getLogger(name).log(
+                    level, "%s (repeated %d times in the last %.0f s)", repeats.last_message, repeats.suppressed, now - repeats.window_started
+                )
+        self._seen.clear()
+
+
+_collapser: CollapseRepeats | None = None
+
+
+def flush_collapsed_logs() -> None:
+    if _collapser is not None:
+        _collapser.flush()
+
+
 def configure_logging(settings: Settings, stream=None) -> None:
     """JSON when LOG_FORMAT=json or, with `auto`, when stderr is not a terminal; readable text otherwise."""
     stream = sys.stderr if stream is None else stream
@@ -53,8 +126,13 @@ def configure_logging(settings: Settings, stream=None) -> None:
     if use_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(HideRetriedLeaderChanges())
+    global _collapser
+    _collapser = CollapseRepeats()
+    handler.addFilter(_collapser)
+    # Library warnings become log records, so no raw line breaks the JSON stream.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

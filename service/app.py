@@ -1,85 +1,161 @@
-"""Wires the service together: model, MySQL pool, Kafka clients, then runs the loop until stopped."""
+"""Wires the service together: model, MySQL pool, Kafka clients, then runs the loop until stopped.
+
+A stop request is honoured in every state within SHUTDOWN_TIMEOUT_S: start-up steps give way
+to it, the batch in hand may finish while time is left for closing the clients, and each close
+is bounded by what remains of the deadline.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import Settings
-from messaging.topics import ensure_topics, pipeline_topics
 from events.pages import OTHER_PAGE
-from model.artifact import load_model
+from messaging.topics import ensure_topics, pipeline_topics
+from model.artifact import PurchaseModel, load_model
 from offline_store.features import COLD_START
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
-from runtime.shutdown import stop_on_signals
+from runtime.logs import flush_collapsed_logs
+from runtime.shutdown import ShutdownClock, stop_on_signals
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
+from service.publish import MAX_REQUEST_BYTES
 from service.retry import Backoff, ShutdownRequested, retry_until_done, unless_stopped
+from service.stats import log_stats_periodically
 
 log = logging.getLogger(__name__)
 
-# How long a rebalance waits for the batch in hand; well under the group's rebalance timeout.
-REVOKE_WAIT_S = 30.0
+T = TypeVar("T")
+# Closing the clients (leaving the group, flushing the producer) gets this share of the
+# shutdown deadline, at most CLOSE_RESERVE_MAX_S; the batch in hand gets the rest.
+CLOSE_RESERVE_SHARE = 1 / 3
+CLOSE_RESERVE_MAX_S = 5.0
+# Bound on each close when the service ends without a stop request (an error).
+CLOSE_TIMEOUT_S = 10.0
+
+
+def load_warm_model(settings: Settings) -> PurchaseModel:
+    model = load_model(settings.model_path)  # fail fast: without a model there is nothing to serve
+    # The first call into sklearn pays for lazy imports and allocations; pay it before the first event.
+    model.predict([(OTHER_PAGE,) * 3], [COLD_START])
+    return model
 
 
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (by default, until SIGINT or SIGTERM)."""
-    model = load_model(settings.model_path)  # fail fast: without a model there is nothing to serve
-    # The first call into sklearn pays for lazy imports and allocations; pay it before the first event.
-    model.predict([(OTHER_PAGE,) * 3], [COLD_START])
-    log.info("loaded model %s from %s", model.version, settings.model_path)
     if stop is None:
         stop = asyncio.Event()
-        stop_on_signals(stop)
-
+        clock = stop_on_signals(stop, settings.shutdown_timeout_s)
+    else:
+        clock = ShutdownClock(settings.shutdown_timeout_s)
+        asyncio.get_running_loop().create_task(_start_clock_on(stop, clock))
     backoff = Backoff.from_settings(settings)
 
-    def retry(step, what):
-        return retry_until_done(step, what=what, stop=stop, backoff=backoff)
+    def step(action: Callable[[], Awaitable[T]], dependency: str, what: str) -> Awaitable[T]:
+        return retry_until_done(
+            lambda: unless_stopped(action(), stop, what), dependency=dependency, action=what, stop=stop, backoff=backoff
+        )
 
-    pool = producer = consumer = None
     try:
-        await retry(lambda: ensure_topics(settings, pipeline_topics(settings)), f"reaching Kafka at {settings.kafka_bootstrap_servers}")
-        pool = await retry(lambda: create_pool(settings), f"connecting to MySQL at {settings.mysql_host}:{settings.mysql_port}")
-        feature_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
-        await retry(feature_store.check_schema, "checking the offline store")
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id="prediction-service",
-            acks="all",
-            # Broker-side de-duplication of the producer's own retries.
-            enable_idempotence=True,
-            linger_ms=5,
-        )
-        await retry(producer.start, "starting the Kafka producer")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.kafka_group_id,
-            client_id="prediction-service",
-            enable_auto_commit=False,
-            # A new group starts at the oldest event, so nothing produced before the first
-            # start goes unpredicted.
-            auto_offset_reset="earliest",
-        )
-        prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
-        consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(prediction_loop, REVOKE_WAIT_S))
-        joining = "joining the consumer group"
-        await retry(lambda: unless_stopped(consumer.start(), stop, joining), joining)
-        log.info(
-            "consuming %s as group %s; predictions to %s, dead letters to %s",
-            settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
-        )
-        await prediction_loop.run()
-        stats = prediction_loop.stats
-        log.info("stopped cleanly after %d events: %d predictions, %d dead letters", stats.events, stats.predictions, stats.dead_letters)
+        # In a thread, so that a stop request during the load is heard at once.
+        model = await unless_stopped(asyncio.to_thread(load_warm_model, settings), stop, "loading the model")
+        log.info("loaded model %s from %s", model.version, settings.model_path)
+        async with contextlib.AsyncExitStack() as resources:
+            await step(lambda: ensure_topics(settings, pipeline_topics(settings)), "Kafka", f"creating topics at {settings.kafka_bootstrap_servers}")
+            pool = await step(lambda: create_pool(settings), "MySQL", f"connecting to {settings.mysql_host}:{settings.mysql_port}")
+            resources.push_async_callback(_close, "the MySQL pool", lambda: close_pool(pool), clock)
+            feature_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
+            await step(feature_store.check_schema, "MySQL", "checking the offline store")
+            producer = _producer(settings)
+            resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock)
+            await step(producer.start, "Kafka", "starting the producer")
+            consumer = _consumer(settings)
+            # Leaving the group first hands the partitions over at once instead of after a timeout.
+            resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock)
+            prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
+            consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
+            await step(consumer.start, "Kafka", "joining the consumer group")
+            log.info(
+                "consuming %s as group %s; predictions to %s, dead letters to %s",
+                settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
+            )
+            stats = prediction_loop.stats
+            ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, flush_collapsed_logs))
+            try:
+                await _run_until_stopped(prediction_loop, stop, clock)
+            finally:
+                ticker.cancel()
+            log.info("stopped cleanly after %d events: %d predictions, %d dead letters", stats.events, stats.predictions, stats.dead_letters)
     except ShutdownRequested as exc:
         log.warning("stopped while still %s; nothing in hand was committed, it will be processed on the next start", exc)
+
+
+async def _run_until_stopped(prediction_loop: PredictionLoop, stop: asyncio.Event, clock: ShutdownClock) -> None:
+    """Run the loop; once stopped, let the batch in hand finish while time is left to close."""
+    running = asyncio.create_task(prediction_loop.run())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            reserve_s = min(CLOSE_RESERVE_MAX_S, clock.timeout_s * CLOSE_RESERVE_SHARE)
+            grace_s = clock.remaining_s(clock.timeout_s) - reserve_s
+            if not await prediction_loop.wait_for_batch(max(0.0, grace_s)):
+                await prediction_loop.abandon_batch("the shutdown deadline is near")
+            # The loop ends at its next check of `stop`; a poll waiting on a rejoin may not.
+            await asyncio.wait({running}, timeout=min(1.0, clock.remaining_s(1.0)))
     finally:
-        # Leaving the group first hands the partitions over at once instead of after a timeout.
-        if consumer is not None:
-            await consumer.stop()
-        if producer is not None:
-            await producer.stop()
-        if pool is not None:
-            await close_pool(pool)
+        stopped.cancel()
+        if not running.done():
+            running.cancel()
+            await asyncio.wait({running}, timeout=1.0)
+    if running.done() and not running.cancelled():
+        running.result()
+
+
+async def _start_clock_on(stop: asyncio.Event, clock: ShutdownClock) -> None:
+    await stop.wait()
+    clock.start()
+
+
+async def _close(what: str, close: Callable[[], Awaitable[None]], clock: ShutdownClock) -> None:
+    """Close one client within what is left of the deadline; a hung close must not keep the process."""
+    timeout_s = clock.remaining_s(CLOSE_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(max(0.1, timeout_s)):
+            await close()
+    except TimeoutError:
+        log.warning("gave up closing %s after %.1f s", what, timeout_s)
+
+
+def _producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="prediction-service",
+        acks="all",
+        # Broker-side de-duplication of the producer's own retries.
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=MAX_REQUEST_BYTES,
+        compression_type=None if settings.output_compression == "none" else settings.output_compression,
+    )
+
+
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.kafka_group_id,
+        client_id="prediction-service",
+        enable_auto_commit=False,
+        # Never move a position silently: PredictionLoop starts a new group at the oldest
+        # event and reports offsets lost to retention (service/offsets.py).
+        auto_offset_reset="none",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -45,6 +45,14 @@ class ShutdownRequested(Exception):
     """Stop was requested while a step was still failing; the batch is abandoned uncommitted."""
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: message`, with something to read where the message is empty (a bare timeout)."""
+    text = str(exc).strip()
+    if not text and isinstance(exc, TimeoutError):
+        text = "no answer before the deadline"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff between retries: doubles from `initial_s` up to `max_s`."""
@@ -56,40 +64,53 @@ class Backoff:
     def from_settings(cls, settings: Settings) -> Backoff:
         return cls(settings.retry_backoff_initial_ms / 1000, settings.retry_backoff_max_ms / 1000)
 
+    def delays(self) -> Iterator[float]:
+        wait_s = self.initial_s
+        while True:
+            yield wait_s
+            wait_s = min(wait_s * 2, self.max_s)
+
+
+async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep for `seconds`; True if a stop request cut the sleep short."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
 
 async def retry_until_done(
     step: Callable[[], Awaitable[T]],
     *,
-    what: str,
+    dependency: str,
+    action: str,
     stop: asyncio.Event,
     backoff: Backoff,
-    on_retry: Callable[[], None] = lambda: None,
+    on_retry: Callable[[str], None] = lambda dependency: None,
+    pause: Callable[[asyncio.Event, float], Awaitable[bool]] = pause_unless_stopped,
 ) -> T:
     """Run `step` until it succeeds, backing off exponentially on transient errors.
 
     It never gives up on its own: losing the batch is worse than waiting for MySQL or Kafka to
-    come back. A stop request ends the wait with `ShutdownRequested`.
+    come back. A stop request ends the wait with `ShutdownRequested`. `dependency` (MySQL,
+    Kafka) and `action` name what failed in the retry line, so an operator knows where to look.
     """
-    wait_s = backoff.initial_s
-    attempt = 1
-    while True:
+    for attempt, wait_s in enumerate(backoff.delays(), start=1):
         try:
             return await step()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("%s failed (attempt %d), retrying in %.1f s: %s: %s", what, attempt, wait_s, type(exc).__name__, exc)
-            on_retry()
-        if stop.is_set():
-            raise ShutdownRequested(what)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=wait_s)
-        except TimeoutError:
-            pass
-        else:
-            raise ShutdownRequested(what)
-        wait_s = min(wait_s * 2, backoff.max_s)
-        attempt += 1
+            log.warning(
+                "%s unavailable while %s (attempt %d): %s; next try in %.1f s",
+                dependency, action, attempt, describe_error(exc), wait_s,
+                extra={"dependency": dependency, "attempt": attempt, "retry_in_s": wait_s},
+            )
+            on_retry(dependency)
+        if stop.is_set() or await pause(stop, wait_s):
+            raise ShutdownRequested(action)
+    raise AssertionError("unreachable: Backoff.delays() never ends")
 
 
 async def unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event, what: str) -> T:

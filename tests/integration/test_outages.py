@@ -48,7 +48,7 @@ def test_a_database_outage_holds_the_offsets_and_loses_nothing(pipeline_settings
 
         proxy.cut()
         send(pipeline_settings, during)
-        service.wait_for_message("feature lookup and prediction failed", timeout_s=30, count=3)
+        service.wait_for_message("MySQL unavailable while looking up features", timeout_s=30, count=3)
         assert asyncio.run(committed_total(pipeline_settings)) == len(before), "no commit while MySQL is down"
         early = predictions_by_event(asyncio.run(read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: False, 2)))
         assert not {e.event_id for e in during} & set(early)

@@ -4,7 +4,7 @@ import pymysql
 import pytest
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 
-from service.retry import Backoff, ShutdownRequested, is_transient, retry_until_done, unless_stopped
+from service.retry import Backoff, ShutdownRequested, describe_error, is_transient, retry_until_done, unless_stopped
 
 
 @pytest.mark.parametrize(
@@ -40,21 +40,54 @@ def test_bugs_bad_settings_and_rebalances_are_not_retried(error):
     assert not is_transient(error)
 
 
-async def test_backoff_doubles_up_to_the_maximum_and_succeeds():
-    """Each failure waits longer, capped at the maximum, until the step succeeds."""
-    attempts = []
+def test_the_backoff_schedule_doubles_up_to_the_maximum():
+    """Waits double from the initial value and then stay at the maximum."""
+    delays = Backoff(0.2, 1.0).delays()
+    assert [next(delays) for _ in range(6)] == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+async def test_retries_follow_the_schedule_until_the_step_succeeds():
+    """Each failure waits the next delay of the schedule (recorded, not timed), then the result comes back."""
+    attempts, waits = [], []
 
     async def step():
-        attempts.append(asyncio.get_running_loop().time())
+        attempts.append(1)
         if len(attempts) < 5:
             raise ConnectionRefusedError()
         return "done"
 
-    result = await retry_until_done(step, what="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.04))
-    waits = [b - a for a, b in zip(attempts, attempts[1:])]
+    async def pause(stop, seconds):
+        waits.append(seconds)
+        return False
+
+    result = await retry_until_done(step, dependency="MySQL", action="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.04), pause=pause)
     assert result == "done"
-    assert waits[1] > waits[0] * 1.5
-    assert max(waits) < 0.04 * 3, "capped at the maximum (with scheduling slack)"
+    assert waits == [0.01, 0.02, 0.04, 0.04]
+
+
+async def test_a_retry_line_names_the_dependency_the_error_and_the_next_wait(caplog):
+    """An operator reads which dependency failed, why (even for a bare timeout) and when the next try is."""
+    attempts = []
+
+    async def step():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise TimeoutError()
+        return None
+
+    async def pause(stop, seconds):
+        return False
+
+    await retry_until_done(step, dependency="MySQL", action="looking up features", stop=asyncio.Event(), backoff=Backoff(0.25, 1), pause=pause)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == "MySQL unavailable while looking up features (attempt 1): TimeoutError: no answer before the deadline; next try in 0.2 s"
+
+
+def test_an_error_without_a_message_is_still_described():
+    """A bare exception reads as its type, a bare timeout says what it means."""
+    assert describe_error(ConnectionResetError()) == "ConnectionResetError"
+    assert describe_error(TimeoutError()) == "TimeoutError: no answer before the deadline"
+    assert describe_error(KeyError("x")) == "KeyError: 'x'"
 
 
 async def test_a_non_transient_error_is_raised_at_once():
@@ -66,7 +99,7 @@ async def test_a_non_transient_error_is_raised_at_once():
         raise ValueError("bug")
 
     with pytest.raises(ValueError):
-        await retry_until_done(step, what="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.01))
+        await retry_until_done(step, dependency="Kafka", action="test", stop=asyncio.Event(), backoff=Backoff(0.01, 0.01))
     assert len(calls) == 1
 
 
@@ -79,7 +112,7 @@ async def test_a_stop_request_ends_the_wait():
 
     asyncio.get_running_loop().call_later(0.05, stop.set)
     with pytest.raises(ShutdownRequested):
-        await retry_until_done(step, what="test", stop=stop, backoff=Backoff(10, 10))
+        await retry_until_done(step, dependency="Kafka", action="test", stop=stop, backoff=Backoff(10, 10))
 
 
 async def test_unless_stopped_returns_the_result_when_the_work_finishes_first():

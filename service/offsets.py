@@ -1,0 +1,75 @@
+"""Where to read from: commit positions, and what to do when a committed position is gone.
+
+The consumer runs with `auto_offset_reset="none"`, so Kafka never moves a position silently.
+A partition with no committed offset (a new group) starts at its beginning, as "earliest"
+would; a committed offset that no longer exists (retention deleted the records during a long
+outage) is a loss, and it is logged at ERROR and counted instead of being skipped quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from service.stats import ServiceStats
+
+log = logging.getLogger(__name__)
+
+
+class Repositionable(Protocol):
+    """The part of AIOKafkaConsumer that moves positions."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> bool: ...
+
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+
+def next_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+    """Per partition, the offset to resume from: one past the last record handled."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
+def name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+async def start_at_beginning(consumer: Repositionable, partition: TopicPartition) -> None:
+    log.info("%s has no committed offset in this group: starting at its beginning", name(partition))
+    await consumer.seek_to_beginning(partition)
+
+
+async def recover_lost_positions(consumer: Repositionable, positions: Mapping[TopicPartition, int], stats: ServiceStats) -> None:
+    """Resume each partition at its oldest record, saying how many offsets were lost on the way."""
+    partitions = list(positions)
+    earliest = await consumer.beginning_offsets(partitions)
+    latest = await consumer.end_offsets(partitions)
+    for tp, position in positions.items():
+        start = earliest[tp]
+        if position < start:
+            skipped = start - position
+            stats.record_skipped(skipped)
+            log.error(
+                "%s: offset %d was deleted before it was read (retention outran the service);"
+                " %d offsets were skipped, resuming at %d",
+                name(tp), position, skipped, start,
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": position, "skipped_offsets": skipped},
+            )
+        else:
+            log.error(
+                "%s: offset %d is past the end of the log (%d): the topic was recreated or truncated;"
+                " resuming at its beginning, %d",
+                name(tp), position, latest[tp], start,
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": position},
+            )
+        consumer.seek(tp, start)
