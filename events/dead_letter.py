@@ -99,12 +99,19 @@ def strip_dead_letter(letter: DeadLetter) -> DeadLetter:
     For a dead letter that Kafka refused as it was (a topic with a lower size limit, say).
     """
     original = letter.value or b""
-    ours = [(k, v) for k, v in letter.headers if k in DLQ_HEADERS and k not in (VALUE_TRUNCATED, VALUE_ORIGINAL_BYTES, VALUE_SHA256)]
+    replaced = (VALUE_TRUNCATED, VALUE_ORIGINAL_BYTES, VALUE_SHA256, HEADERS_DROPPED)
+    ours = [(k, v) for k, v in letter.headers if k in DLQ_HEADERS and k not in replaced]
     already = dict(letter.headers)
-    size = already.get(VALUE_ORIGINAL_BYTES, str(len(original)).encode())
-    digest = already.get(VALUE_SHA256, hashlib.sha256(original).hexdigest().encode())
+    dropped = sum(k not in DLQ_HEADERS for k, _ in letter.headers) + int(already.get(HEADERS_DROPPED, b"0"))
+    marks = [
+        (VALUE_TRUNCATED, b"true"),
+        (VALUE_ORIGINAL_BYTES, already.get(VALUE_ORIGINAL_BYTES, str(len(original)).encode())),
+        (VALUE_SHA256, already.get(VALUE_SHA256, hashlib.sha256(original).hexdigest().encode())),
+    ]
+    if dropped:
+        marks.append((HEADERS_DROPPED, str(dropped).encode()))
     key = letter.key if letter.key is None or len(letter.key) <= MAX_KEPT_KEY_BYTES else None
-    return DeadLetter(key, b"", ours + [(VALUE_TRUNCATED, b"true"), (VALUE_ORIGINAL_BYTES, size), (VALUE_SHA256, digest)])
+    return DeadLetter(key, b"", ours + marks)
 
 
 def read_dead_letter_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from config import Settings
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, read_dead_letter_headers
 from events.schema import Prediction, decode_prediction
 from messaging.topics import ensure_topics, pipeline_topics
+from runtime.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,15 @@ def render_prediction(prediction: Prediction, now: datetime) -> str:
     age_ms = (now - prediction.timestamp).total_seconds() * 1000
     return (
         f"user {prediction.user_id:>7}  p={p:.3f} {'█' * filled}{'░' * (BAR_WIDTH - filled)}"
-        f"  event {prediction.event_id}  ({age_ms:.0f} ms after the event, model {prediction.model_version})"
+        f"  event {printable(prediction.event_id)}  ({age_ms:.0f} ms after the event, model {printable(prediction.model_version)})"
     )
 
 
 def render_dead_letter(record: ConsumerRecord) -> str:
     why = read_dead_letter_headers(record.headers)
     value = (record.value or b"")[:80]
-    return (
+    # repr() escapes the value's bytes; the headers are decoded text and need the same care.
+    return printable(
         f"{why.get(SOURCE_TOPIC, '?')}[{why.get(SOURCE_PARTITION, '?')}]@{why.get(SOURCE_OFFSET, '?')}"
         f"  {why.get(ERROR_KIND, '?')}: {why.get(ERROR_REASON, '?')}  value={value!r}"
     )
@@ -117,6 +119,6 @@ def _render(record: ConsumerRecord, plan: ReadPlan, summary: ReaderSummary) -> s
         prediction = decode_prediction(record.value or b"")
     except msgspec.MsgspecError as exc:
         summary.unreadable += 1
-        return f"unreadable record at {record.topic}[{record.partition}]@{record.offset}: {exc}"
+        return printable(f"unreadable record at {record.topic}[{record.partition}]@{record.offset}: {exc}")
     summary.probabilities.append(prediction.purchase_probability)
     return render_prediction(prediction, datetime.now(UTC))

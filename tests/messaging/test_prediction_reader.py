@@ -34,3 +34,23 @@ def test_the_summary_counts_and_averages():
     assert summary.render("output_topic") == (
         "received 3 records from output_topic in 1.5 s; mean purchase probability 0.500, 2 of 3 at 0.5 or above"
     )
+
+
+HOSTILE = "e\x1b[2J\x1b]0;owned\x07\nforged line\r\u202e"
+
+
+def test_a_prediction_with_control_characters_prints_as_one_harmless_line():
+    """Escape sequences, newlines and bidi overrides in an event id are shown escaped, never acted on."""
+    p = Prediction(event_id=HOSTILE, user_id=1, purchase_probability=0.5, model_version="v\x1b[31m",
+                   timestamp=EVENT_TIME, predicted_at=EVENT_TIME)
+    line = render_prediction(p, EVENT_TIME)
+    assert line.isprintable()
+    assert "\\x1b[2J" in line and "\\n" in line and "\\u202e" in line
+
+
+def test_a_dead_letter_reason_with_control_characters_is_escaped():
+    """A reason or topic carrying terminal controls prints escaped, on one line."""
+    headers = dead_letter_headers(InvalidEvent("invalid_field", f"bad value {HOSTILE}"), "input_topic", 0, 1)
+    line = render_dead_letter(make_record(b"x", headers=headers))
+    assert line.isprintable()
+    assert "\\x07" in line

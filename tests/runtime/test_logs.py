@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from config import Settings
-from runtime.logs import configure_logging
+from runtime.logs import CollapseRepeats, configure_logging, flush_collapsed_logs
 
 
 @pytest.fixture
@@ -41,3 +41,42 @@ def test_retried_leader_changes_are_hidden_unless_debugging(capture):
     output = capture.getvalue()
     assert "NotLeaderForPartitionError" not in output
     assert "Unable to connect" in output
+
+
+def test_repeated_client_errors_collapse_to_one_line_with_a_count():
+    """A hundred identical aiokafka errors in one window show once; the next window's first says how many were held back."""
+    now = [0.0]
+    collapse = CollapseRepeats(window_s=10, clock=lambda: now[0])
+    records = [logging.makeLogRecord({"name": "aiokafka.conn", "levelno": logging.ERROR, "msg": "Unable connect to %s", "args": ("n1",)}) for _ in range(101)]
+    passed = [collapse.filter(r) for r in records[:100]]
+    assert passed.count(True) == 1
+    now[0] = 11.0
+    assert collapse.filter(records[100])
+    assert records[100].getMessage() == "Unable connect to n1 (and 99 more like it in the last 11 s)"
+
+
+def test_flush_reports_the_repeats_held_back(capture):
+    """At the end of a stats interval the count of held-back repeats is logged, so none goes unmentioned."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    for _ in range(5):
+        logging.getLogger("aiokafka.conn").error("Unable connect to node %s", 1)
+    flush_collapsed_logs()
+    lines = capture.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1].endswith("Unable connect to node 1 (repeated 4 times in the last 0 s)")
+
+
+def test_our_own_lines_are_never_collapsed(capture):
+    """Only client libraries' repeats are collapsed; the service's lines all show."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    for _ in range(3):
+        logging.getLogger("service.retry").warning("MySQL unavailable")
+    assert capture.getvalue().count("MySQL unavailable") == 3
+
+
+def test_console_lines_escape_control_characters(capture):
+    """A message quoting hostile input cannot move the cursor or forge a line."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    logging.getLogger("x").warning("reason: %s", "bad\x1b[2J\nforged")
+    (line,) = capture.getvalue().splitlines()
+    assert "\\x1b[2J\\nforged" in line

@@ -1,8 +1,9 @@
 import asyncio
+import logging
 
 import numpy as np
 import pytest
-from aiokafka.errors import CommitFailedError, KafkaTimeoutError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import TopicPartition
 
 from config import Settings
@@ -10,7 +11,7 @@ from events.dead_letter import read_dead_letter_headers
 from events.invalid_samples import INVALID_SAMPLES
 from events.schema import decode_prediction
 from service.batch import ModelOutputError
-from service.loop import PredictionLoop
+from service.loop import FinishBatchBeforeRevoke, PredictionLoop
 from service.offsets import next_offsets
 from tests.factories import event_bytes, small_feature_table, trained_model
 from tests.fakes import InMemoryFeatureStore, InMemorySink, InMemorySource, make_record
@@ -147,3 +148,70 @@ def test_next_offsets_is_one_past_the_highest_offset_per_partition():
     """Commit positions are per partition and point at the next record to read."""
     records = [make_record(b"x", partition=0, offset=7), make_record(b"x", partition=0, offset=3), make_record(b"x", partition=2, offset=0)]
     assert next_offsets(records) == {TopicPartition("input_topic", 0): 8, TopicPartition("input_topic", 2): 1}
+
+
+class HangingFeatureStore(InMemoryFeatureStore):
+    """A MySQL that never answers, until the caller gives up."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = asyncio.Event()
+
+    async def get_features(self, user_ids):
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_rebalance_that_cannot_wait_abandons_the_batch_without_a_commit(model):
+    """Past the revoke wait the batch in hand is cancelled: nothing is published or committed, and the loop goes on."""
+    store = HangingFeatureStore()
+    loop, source, sink, _, stop = make_loop([[make_record(event_bytes())]], model, store=store)
+    running = asyncio.create_task(loop.run())
+    await store.entered.wait()
+    await FinishBatchBeforeRevoke(loop, max_wait_s=0.05).on_partitions_revoked({TopicPartition("input_topic", 0)})
+    await asyncio.wait_for(running, 5)
+    assert loop.stats.abandoned_batches == 1
+    assert source.commits == [] and sink.sent == []
+
+
+async def test_a_rebalance_waits_for_a_batch_that_finishes_in_time(model):
+    """A batch that ends within the revoke wait is committed before the partitions move."""
+    loop, source, _, _, _ = make_loop([[make_record(event_bytes())]], model)
+    await loop.run()
+    await FinishBatchBeforeRevoke(loop, max_wait_s=0.05).on_partitions_revoked(set())
+    assert len(source.commits) == 1 and loop.stats.abandoned_batches == 0
+
+
+async def test_a_partition_without_a_committed_offset_starts_at_its_beginning(model):
+    """A new group reads each partition from its oldest record, as auto_offset_reset=earliest would."""
+    tp = TopicPartition("input_topic", 3)
+    loop, source, _, _, _ = make_loop([NoOffsetForPartitionError(tp)], model)
+    await loop.run()
+    assert source.seeks == [(tp, "beginning")]
+    assert loop.stats.skipped_offsets == 0
+
+
+async def test_offsets_deleted_by_retention_are_reported_and_counted(model, caplog):
+    """A committed offset below the log start is a loss: an ERROR names the partition and the count, and the loop resumes at the start."""
+    tp = TopicPartition("input_topic", 2)
+    stop = asyncio.Event()
+    source = InMemorySource([OffsetOutOfRangeError({tp: 40})], stop, log_start={tp: 100}, log_end={tp: 250})
+    loop = PredictionLoop(SETTINGS, source, InMemorySink(), InMemoryFeatureStore(), model, stop)
+    await loop.run()
+    assert source.seeks == [(tp, 100)]
+    assert loop.stats.skipped_offsets == 60
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "input_topic[2]" in error.getMessage() and "60 offsets were skipped" in error.getMessage()
+
+
+async def test_dead_letters_are_summarised_per_kind_with_sample_offsets(model, caplog):
+    """One WARNING per interval counts dead letters by kind and names a few offsets; per-record lines are DEBUG."""
+    invalid = [make_record(b"{", partition=1, offset=n) for n in range(5)] + [make_record(None, partition=0, offset=7)]
+    loop, _, _, _, _ = make_loop([invalid], model)
+    with caplog.at_level(logging.INFO):
+        await loop.run()
+        loop.stats.log_summary_if_due(0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("dead-lettered 6 records in the last")
+    assert "not_json 5 (e.g. input_topic[1]@0, input_topic[1]@1, input_topic[1]@2); empty 1 (e.g. input_topic[0]@7)" in warnings[0]
