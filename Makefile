@@ -7,9 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-# Settings in .env reach the local stack too (same names as config.py reads).
--include .env
-export
+# .env is not included here: make would cut a value at `#` and expand `$`. The programs
+# (config.py) and the stack (stack/lib.sh) each read it with python-dotenv instead.
 
 .PHONY: help install up down status train demo test test-unit benchmark clean
 
@@ -32,7 +31,8 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-up:
+# install first: stack/lib.sh reads .env with the virtualenv's python-dotenv.
+up: install
 	@bash stack/up.sh
 
 down:

@@ -8,11 +8,12 @@ with a message a person can act on.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dotenv import dotenv_values
 
@@ -83,13 +84,24 @@ def _project_path(variable: str, raw: str) -> Path:
     return PROJECT_ROOT / Path(_text(variable, raw))
 
 
-def _setting(variable: str, default: Any, parse: Callable[[str, str], Any]) -> Any:
-    return dataclasses.field(default=default, metadata={"env": variable, "parse": parse})
+def _setting(variable: str, default: Any, parse: Callable[[str, str], Any], secret: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"env": variable, "parse": parse, "secret": secret})
 
 
-@dataclass(frozen=True)
+MASK = "***"
+
+
+def _shown(field: dataclasses.Field, value: Any) -> Any:
+    return MASK if field.metadata["secret"] and value else value
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Every setting, with its environment variable and default. `.env.example` documents them."""
+
+    # Where each variable's value came from, for `describe_settings`; set by `load_settings`.
+    # A ClassVar, so it takes no part in equality and a hand-built Settings has none.
+    _sources: ClassVar[Mapping[str, str]] = {}
 
     kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", _bootstrap_servers)
     input_topic: str = _setting("INPUT_TOPIC", "input_topic", _text)
@@ -105,12 +117,12 @@ class Settings:
     kafka_heartbeat_interval_ms: int = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", 3_000, _integer(100, 600_000))
     kafka_rebalance_timeout_ms: int = _setting("KAFKA_REBALANCE_TIMEOUT_MS", 30_000, _integer(1_000, 1_800_000))
     kafka_max_poll_interval_ms: int = _setting("KAFKA_MAX_POLL_INTERVAL_MS", 300_000, _integer(1_000, 3_600_000))
-    output_compression: str = _setting("OUTPUT_COMPRESSION", "lz4", _choice(*COMPRESSION_TYPES))
+    output_compression: str = _setting("OUTPUT_COMPRESSION", "zstd", _choice(*COMPRESSION_TYPES))
 
     mysql_host: str = _setting("MYSQL_HOST", "127.0.0.1", _text)
     mysql_port: int = _setting("MYSQL_PORT", 3306, _integer(1, 65_535))
     mysql_user: str = _setting("MYSQL_USER", "prediction", _text)
-    mysql_password: str = _setting("MYSQL_PASSWORD", "prediction", _password)
+    mysql_password: str = _setting("MYSQL_PASSWORD", "prediction", _password, secret=True)
     mysql_database: str = _setting("MYSQL_DATABASE", "purchases", _text)
     mysql_pool_max_size: int = _setting("MYSQL_POOL_MAX_SIZE", 5, _integer(1, 1_000))
     mysql_query_timeout_ms: int = _setting("MYSQL_QUERY_TIMEOUT_MS", 5_000, _integer(100, 600_000))
@@ -145,6 +157,11 @@ class Settings:
         if self.kafka_max_poll_interval_ms < self.kafka_rebalance_timeout_ms:
             raise ConfigError("KAFKA_MAX_POLL_INTERVAL_MS", "must be at least KAFKA_REBALANCE_TIMEOUT_MS")
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks, so secrets are masked here, not at each caller.
+        shown = (f"{f.name}={_shown(f, getattr(self, f.name))!r}" for f in dataclasses.fields(self))
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     @property
     def revoke_wait_s(self) -> float:
         """How long a rebalance waits for the batch in hand before abandoning it uncommitted.
@@ -161,6 +178,71 @@ class Settings:
 
 SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses.fields(Settings))
 
+# Variables that are not settings but belong in `.env` all the same; this is the one list of
+# them. stack/lib.sh reads the first eight (where the local stack lives, which Kafka it runs,
+# its ports, heap and start-up patience), and docker compose interpolates MYSQL_ROOT_PASSWORD
+# into docker-compose.yml. Any other `.env` key is a typo that would otherwise be ignored.
+OTHER_VARIABLES: frozenset[str] = frozenset({
+    "STACK_DIR", "KAFKA_HOME", "KAFKA_VERSION", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT",
+    "KAFKA_HEAP_OPTS", "KAFKA_START_TIMEOUT", "MYSQL_START_TIMEOUT",
+    "MYSQL_ROOT_PASSWORD",
+})
+# docker compose also takes its own options (COMPOSE_PROJECT_NAME, COMPOSE_PROFILES, …) from `.env`.
+COMPOSE_OPTION_PREFIX = "COMPOSE_"
+KNOWN_VARIABLES: tuple[str, ...] = tuple(sorted(SETTING_NAMES | OTHER_VARIABLES))
+# Close enough to a known name to be a slip (KAFKA_BOOTSTRAP_SERVER, LOGLEVEL), yet far enough
+# that other tools' variables (MYSQL_TCP_PORT, KAFKA_OPTS, JAVA_HOME) pass without a warning.
+NEAR_MISS_CUTOFF = 0.85
+
+
+def _is_known(name: str) -> bool:
+    return name in KNOWN_VARIABLES or name.startswith(COMPOSE_OPTION_PREFIX)
+
+
+def _did_you_mean(name: str, cutoff: float) -> str | None:
+    matches = difflib.get_close_matches(name.upper(), KNOWN_VARIABLES, n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def values_from_env_file(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> dict[str, str]:
+    """The variables of `env_file` (default: the project's `.env`) that `environ` does not set.
+
+    python-dotenv reads the file, so quoting, `#` and `$` mean what its documentation says;
+    stack/env_file.py hands the same values to the local stack. A key that is neither a
+    setting nor in OTHER_VARIABLES raises ConfigError, with the nearest known name.
+    """
+    environ = os.environ if environ is None else environ
+    env_file = PROJECT_ROOT / ".env" if env_file is None else env_file
+    if not env_file.is_file():
+        return {}
+    values = dotenv_values(env_file)
+    for name in values:
+        if not _is_known(name):
+            guess = _did_you_mean(name, cutoff=0.6)
+            hint = f"did you mean {guess}?" if guess else "see .env.example for the settings"
+            raise ConfigError(name, f"in {env_file} is not a setting of this project; {hint}")
+    return {name: value for name, value in values.items() if value is not None and name not in environ}
+
+
+def misspelt_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each environment variable that looks like a misspelt setting and is ignored."""
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        guess = None if _is_known(name) else _did_you_mean(name, cutoff=NEAR_MISS_CUTOFF)
+        if guess:
+            warnings.append(f"environment variable {name} is not a setting and is ignored; did you mean {guess}?")
+    return warnings
+
+
+def _follow_stack_kafka_port(merged: dict[str, str], sources: dict[str, str]) -> None:
+    # Moving the local stack's Kafka with KAFKA_PORT moves the programs too, as MYSQL_PORT
+    # does; otherwise they would quietly talk to whatever else owns localhost:9092.
+    if "KAFKA_BOOTSTRAP_SERVERS" not in merged and "KAFKA_PORT" in merged:
+        port = _integer(1, 65_535)("KAFKA_PORT", merged["KAFKA_PORT"])
+        merged["KAFKA_BOOTSTRAP_SERVERS"] = f"localhost:{port}"
+        sources["KAFKA_BOOTSTRAP_SERVERS"] = f"KAFKA_PORT in {sources['KAFKA_PORT']}"
+
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
     """Build `Settings` from `environ` (default: the process environment) over `env_file`.
@@ -169,13 +251,34 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     compose, so a `.env` never silently overrides what the user typed on the command line.
     """
     environ = os.environ if environ is None else environ
-    env_file = PROJECT_ROOT / ".env" if env_file is None else env_file
-    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    from_file = values_from_env_file(environ, env_file)
     merged = {**from_file, **environ}
+    sources = {**{name: ".env" for name in from_file}, **{name: "the environment" for name in environ}}
+    _follow_stack_kafka_port(merged, sources)
 
     values = {}
     for field in dataclasses.fields(Settings):
         variable = field.metadata["env"]
         if variable in merged:
             values[field.name] = field.metadata["parse"](variable, merged[variable])
-    return Settings(**values)
+    settings = Settings(**values)
+    # Frozen, so the bookkeeping goes round __setattr__; it is no field, so never compared.
+    object.__setattr__(settings, "_sources", {name: sources[name] for name in SETTING_NAMES & sources.keys()})
+    return settings
+
+
+def describe_settings(settings: Settings) -> str:
+    """One `NAME=value  # source` line per setting, secrets masked, as `--check-config` prints them.
+
+    The source reads `from the environment`, `from .env`, `from KAFKA_PORT in …` or `default`;
+    a Settings built by hand rather than by load_settings says `set by the program` instead.
+    """
+    lines = []
+    for field in dataclasses.fields(Settings):
+        variable, value = field.metadata["env"], getattr(settings, field.name)
+        if variable in settings._sources:
+            source = f"from {settings._sources[variable]}"
+        else:
+            source = "default" if value == field.default else "set by the program"
+        lines.append(f"{variable}={_shown(field, value)}  # {source}")
+    return "\n".join(lines)

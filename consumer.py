@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from aiokafka.errors import KafkaError
-
-from messaging.prediction_reader import ReadPlan, read_records
-from runtime.startup import start_program
+from config import describe_settings
 from runtime.shutdown import stop_on_signals
+from runtime.startup import start_program
+
+# aiokafka and msgspec load only once the arguments are good, so --help, --check-config and
+# a bad setting answer at once.
+if TYPE_CHECKING:
+    from messaging.prediction_reader import ReadPlan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record instead of new ones")
     parser.add_argument("--idle-timeout-s", type=float, default=None, help="exit after S seconds without a new record")
     parser.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead of predictions")
+    parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
     args = parser.parse_args(argv)
     if (args.count is not None and args.count < 1) or (args.idle_timeout_s is not None and args.idle_timeout_s <= 0):
         parser.error("--count and --idle-timeout-s must be positive")
@@ -31,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(settings, plan: ReadPlan) -> None:
+    from messaging.prediction_reader import read_records
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     summary = await read_records(settings, plan, stop)
@@ -40,6 +47,13 @@ async def run(settings, plan: ReadPlan) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = start_program()
+    if args.check_config:
+        print(describe_settings(settings))
+        return 0
+    from aiokafka.errors import KafkaError
+
+    from messaging.prediction_reader import ReadPlan
+
     topic = settings.dlq_topic if args.dead_letters else settings.output_topic
     plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)
     try:

@@ -22,14 +22,20 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
+from config import describe_settings  # noqa: E402
 from runtime.startup import start_program  # noqa: E402
 
 log = logging.getLogger("prediction_service")
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
+    args = parser.parse_args()
     settings = start_program()
+    if args.check_config:
+        print(describe_settings(settings))
+        return 0
     # Imported here, not at the top, so that --help and a bad setting answer at once.
     import asyncio
 

@@ -12,12 +12,16 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from aiokafka.errors import KafkaError
-
-from messaging.event_producer import TrafficPlan, produce_events
-from runtime.startup import start_program
+from config import describe_settings
 from runtime.shutdown import stop_on_signals
+from runtime.startup import start_program
+
+# aiokafka and the event generators load only once the arguments are good, so --help,
+# --check-config and a bad setting answer at once.
+if TYPE_CHECKING:
+    from messaging.event_producer import TrafficPlan
 
 log = logging.getLogger("producer")
 
@@ -37,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--invalid-ratio", type=ratio, default=0.0, help="share of invalid events, 0..1 (default 0)")
     parser.add_argument("--users", type=int, default=10_000, help="draw user ids from 0..N-1 (default 10000, as the loader)")
     parser.add_argument("--unknown-user-ratio", type=ratio, default=0.02, help="share of events from users the store does not know (default 0.02)")
+    parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
     args = parser.parse_args(argv)
     if args.count < 0 or args.rate < 0 or args.users < 1:
         parser.error("--count and --rate must not be negative, and --users must be at least 1")
@@ -44,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(settings, plan: TrafficPlan) -> None:
+    from messaging.event_producer import produce_events
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     report = await produce_events(settings, plan, stop)
@@ -53,6 +60,13 @@ async def run(settings, plan: TrafficPlan) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = start_program()
+    if args.check_config:
+        print(describe_settings(settings))
+        return 0
+    from aiokafka.errors import KafkaError
+
+    from messaging.event_producer import TrafficPlan
+
     plan = TrafficPlan(args.count, args.rate, args.seed, args.invalid_ratio, args.users, args.unknown_user_ratio)
     try:
         asyncio.run(run(settings, plan))

@@ -100,14 +100,18 @@ class CollapseRepeats(logging.Filter):
         return False
 
     def flush(self) -> None:
-        """Log the count of every repeat held back so far, and start counting afresh."""
+        """Log the count held back in every window that has ended; called once per stats interval,
+        so a count is reported even when no later repeat comes along to carry it."""
         now = self._clock()
-        for (name, level, _template), repeats in list(self._seen.items()):
+        for key, repeats in list(self._seen.items()):
+            if now - repeats.window_started < self._window_s:
+                continue
+            del self._seen[key]
             if repeats.suppressed:
+                name, level, _template = key
                 logging.getLogger(name).log(
                     level, "%s (repeated %d times in the last %.0f s)", repeats.last_message, repeats.suppressed, now - repeats.window_started
                 )
-        self._seen.clear()
 
 
 _collapser: CollapseRepeats | None = None

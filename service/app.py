@@ -37,6 +37,8 @@ CLOSE_RESERVE_SHARE = 1 / 3
 CLOSE_RESERVE_MAX_S = 5.0
 # Bound on each close when the service ends without a stop request (an error).
 CLOSE_TIMEOUT_S = 10.0
+# Ends the last close a little before the watchdog would.
+CLOSE_MARGIN_S = 0.2
 
 
 def load_warm_model(settings: Settings) -> PurchaseModel:
@@ -68,15 +70,15 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         async with contextlib.AsyncExitStack() as resources:
             await step(lambda: ensure_topics(settings, pipeline_topics(settings)), "Kafka", f"creating topics at {settings.kafka_bootstrap_servers}")
             pool = await step(lambda: create_pool(settings), "MySQL", f"connecting to {settings.mysql_host}:{settings.mysql_port}")
-            resources.push_async_callback(_close, "the MySQL pool", lambda: close_pool(pool), clock)
+            resources.push_async_callback(_close, "the MySQL pool", lambda: close_pool(pool), clock, 1.0)
             feature_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
             await step(feature_store.check_schema, "MySQL", "checking the offline store")
             producer = _producer(settings)
-            resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock)
+            resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
             await step(producer.start, "Kafka", "starting the producer")
             consumer = _consumer(settings)
             # Leaving the group first hands the partitions over at once instead of after a timeout.
-            resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock)
+            resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock, 0.4)
             prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
             consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
             await step(consumer.start, "Kafka", "joining the consumer group")
@@ -122,9 +124,10 @@ async def _start_clock_on(stop: asyncio.Event, clock: ShutdownClock) -> None:
     clock.start()
 
 
-async def _close(what: str, close: Callable[[], Awaitable[None]], clock: ShutdownClock) -> None:
-    """Close one client within what is left of the deadline; a hung close must not keep the process."""
-    timeout_s = clock.remaining_s(CLOSE_TIMEOUT_S)
+async def _close(what: str, close: Callable[[], Awaitable[None]], clock: ShutdownClock, share: float) -> None:
+    """Close one client within its `share` of what is left of the deadline, so that a close that
+    hangs (leaving the group while the broker is away) leaves time for the ones after it."""
+    timeout_s = clock.remaining_s(CLOSE_TIMEOUT_S) * share - CLOSE_MARGIN_S
     try:
         async with asyncio.timeout(max(0.1, timeout_s)):
             await close()

@@ -6,6 +6,27 @@
 # Everything is computed from this file's location so the scripts work from any cwd.
 STACK_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$STACK_SRC")"
+
+# ---- Messages -----------------------------------------------------------------
+info() { printf '[stack] %s\n' "$*"; }
+warn() { printf '[stack] WARNING: %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---- .env ---------------------------------------------------------------------
+# load_env_file FILE: set the variables FILE holds that the environment does not. config.py's
+# reader (python-dotenv) parses it, so the stack sees the very values the programs see, `#`
+# and `$` included. They are not exported: client tools read some of the same names (the
+# mariadb client honours MYSQL_HOST), and nothing the stack starts should inherit them.
+load_env_file() {
+    [[ -f "$1" ]] || return 0
+    local python="$REPO_ROOT/.venv/bin/python" assignments
+    [[ -x "$python" ]] || die "$1 is read with the project's python-dotenv, as the programs read it, but $REPO_ROOT/.venv is missing: run make install (or move $1 aside)"
+    assignments="$("$python" "$STACK_SRC/env_file.py" "$1")" || die "cannot use $1 (see above)"
+    eval "$assignments"
+}
+load_env_file "$REPO_ROOT/.env"
+
+# ---- State --------------------------------------------------------------------
 # All mutable state (data, logs, pids, generated configs, cached classpath) lives here.
 STACK_DIR="${STACK_DIR:-$REPO_ROOT/.stack}"
 RUN_DIR="$STACK_DIR/run"
@@ -31,7 +52,8 @@ KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 MYSQL_PORT="${MYSQL_PORT:-3306}"
 MYSQL_DATABASE="${MYSQL_DATABASE:-purchases}"
 MYSQL_USER="${MYSQL_USER:-prediction}"
-MYSQL_PASSWORD="${MYSQL_PASSWORD:-prediction}"
+# `-`, not `:-`: an empty password is a valid setting for config.py, so it is one here too.
+MYSQL_PASSWORD="${MYSQL_PASSWORD-prediction}"
 MYSQL_START_TIMEOUT="${MYSQL_START_TIMEOUT:-60}"
 
 KAFKA_PID="$RUN_DIR/kafka.pid"
@@ -40,11 +62,6 @@ MARIADB_PID="$RUN_DIR/mariadb.pid"
 MARIADB_SOCK="$RUN_DIR/mariadb.sock"
 MARIADB_LOG="$LOG_DIR/mariadb.log"
 MARIADB_CNF="$STACK_DIR/mariadb/my.cnf"
-
-# ---- Messages -----------------------------------------------------------------
-info() { printf '[stack] %s\n' "$*"; }
-warn() { printf '[stack] WARNING: %s\n' "$*" >&2; }
-die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---- Processes & ports --------------------------------------------------------
 # port_open PORT: true if something accepts TCP connections on 127.0.0.1:PORT.
@@ -118,7 +135,8 @@ wait_ready() {
 # ensure_port_free NAME PORT ENVVAR: refuse to start if a foreign process holds the port.
 ensure_port_free() {
     port_open "$2" || return 0
-    die "port $2 on 127.0.0.1 is already in use by another process, so $1 cannot start. Free it (find it with: ss -ltnp 'sport = :$2') or use another port, e.g.: $3=$(($2 + 10000)) bash $0"
+    # Suggest .env rather than a one-off variable: the programs read .env too and follow the move.
+    die "port $2 on 127.0.0.1 is already in use by another process, so $1 cannot start. Free it (find it with: ss -ltnp 'sport = :$2') or use another port: put $3=$(($2 + 10000)) in $REPO_ROOT/.env"
 }
 
 # stop_pid NAME PIDFILE MARKER: SIGTERM, wait up to 60s, then SIGKILL. Idempotent.
@@ -153,3 +171,14 @@ kafka_adopt()     { adopt_pid "$KAFKA_PID" "$KAFKA_MARKER" java; }
 mariadb_adopt()   { adopt_pid "$MARIADB_PID" "$MARIADB_MARKER" mariadbd; }
 kafka_running()   { kafka_adopt && port_open "$KAFKA_PORT"; }
 mariadb_running() { mariadb_adopt && port_open "$MYSQL_PORT"; }
+
+# new_kafka_cluster_id [RANDOM_SOURCE]: 16 random bytes as base64url without padding, Kafka's
+# Uuid format. One in 64 such strings starts with `-`, which kafka-storage reads as an option;
+# Kafka's own generator avoids them too. Turning that `-` into `_` flips one bit, so the id
+# still stands for 16 bytes.
+new_kafka_cluster_id() {
+    local id
+    id="$(head -c 16 "${1:-/dev/urandom}" | base64 | tr '+/' '-_' | tr -d '=')"
+    [[ "$id" == -* ]] && id="_${id:1}"
+    printf '%s\n' "$id"
+}

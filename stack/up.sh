@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start a local single-node Kafka (KRaft, broker+controller) and MariaDB without Docker.
 # Idempotent: anything already running is left alone. State lives in $STACK_DIR.
-# Env: STACK_DIR KAFKA_HOME KAFKA_VERSION KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS
-#      MYSQL_PORT MYSQL_DATABASE MYSQL_USER MYSQL_PASSWORD (see stack/lib.sh for defaults)
+# Env (or .env, read as the programs read it): STACK_DIR KAFKA_HOME KAFKA_VERSION KAFKA_PORT
+#      KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS KAFKA_START_TIMEOUT MYSQL_PORT MYSQL_DATABASE
+#      MYSQL_USER MYSQL_PASSWORD MYSQL_START_TIMEOUT (see stack/lib.sh for defaults)
 set -euo pipefail
 # shellcheck source=stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,7 +20,9 @@ take_lock
 sql_str() { local s="${1//\\/\\\\}"; printf "'%s'" "${s//\'/\'\'}"; }
 sql_ident() { printf '`%s`' "${1//\`/\`\`}"; }
 # Root talks to the server over our private socket via unix_socket auth (no password).
-mariadb_root() { mariadb --no-defaults --protocol=socket --socket="$MARIADB_SOCK" -uroot "$@"; }
+# --host=localhost because the client takes MYSQL_HOST from the environment, and a TCP host
+# there beats --protocol=socket: root would then be refused over TCP.
+mariadb_root() { mariadb --no-defaults --protocol=socket --host=localhost --socket="$MARIADB_SOCK" -uroot "$@"; }
 
 write_mariadb_cnf() {
     # Regenerated on every start so port/env changes apply. --defaults-file means the
@@ -88,10 +91,12 @@ mariadb_launch() {
 }
 
 mariadb_wait_and_bootstrap() {
-    ((MARIADB_STARTED)) || return 0
-    wait_ready MariaDB "$MARIADB_PID" "$MARIADB_MARKER" "$MYSQL_START_TIMEOUT" "$MARIADB_LOG" \
-        eval 'port_open "$MYSQL_PORT" && mariadb_root -e "SELECT 1" >/dev/null 2>&1'
-    # Idempotent, so it simply runs on every start; picks up changed MYSQL_* env too.
+    if ((MARIADB_STARTED)); then
+        wait_ready MariaDB "$MARIADB_PID" "$MARIADB_MARKER" "$MYSQL_START_TIMEOUT" "$MARIADB_LOG" \
+            eval 'port_open "$MYSQL_PORT" && mariadb_root -e "SELECT 1" >/dev/null 2>&1'
+    fi
+    # Idempotent, so it runs on every up.sh, also when the server was already up: an earlier
+    # run may have timed out before this point. Picks up changed MYSQL_* settings too.
     local db user pass
     db="$(sql_ident "$MYSQL_DATABASE")"; user="$(sql_str "$MYSQL_USER")"; pass="$(sql_str "$MYSQL_PASSWORD")"
     mariadb_root <<EOF || die "MariaDB bootstrap SQL failed; see $MARIADB_LOG"
@@ -184,14 +189,14 @@ kafka_launch() {
     # KRaft needs its log dir formatted (with a cluster id) exactly once.
     if [[ ! -f "$STACK_DIR/kafka/data/meta.properties" ]]; then
         local cluster_id
-        # 16 random bytes, base64url without padding == Kafka's Uuid string format.
-        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        cluster_id="$(new_kafka_cluster_id)"
         info "Kafka: formatting storage (cluster id $cluster_id)"
+        # --cluster-id=ID, one word, so no id could ever be taken for an option.
         if [[ -n "${KAFKA_HOME:-}" ]]; then
-            "$KAFKA_HOME/bin/kafka-storage.sh" format -t "$cluster_id" -c "$KAFKA_MARKER" \
+            "$KAFKA_HOME/bin/kafka-storage.sh" format --cluster-id="$cluster_id" -c "$KAFKA_MARKER" \
                 >"$LOG_DIR/kafka-format.log" 2>&1
         else
-            "${java_cmd[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_MARKER" \
+            "${java_cmd[@]}" kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$KAFKA_MARKER" \
                 >"$LOG_DIR/kafka-format.log" 2>&1
         fi || die "kafka storage format failed; see $LOG_DIR/kafka-format.log"
     fi
@@ -228,3 +233,8 @@ kafka_wait
 info "Stack is up. State: $STACK_DIR"
 info "  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT"
 info "  MySQL: mysql://$MYSQL_USER:***@127.0.0.1:$MYSQL_PORT/$MYSQL_DATABASE"
+# The programs follow KAFKA_PORT unless KAFKA_BOOTSTRAP_SERVERS is set; say so when that
+# points them somewhere else.
+if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" && ",$KAFKA_BOOTSTRAP_SERVERS," != *":$KAFKA_PORT,"* ]]; then
+    warn "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not name this Kafka (port $KAFKA_PORT): the programs will use that one instead"
+fi

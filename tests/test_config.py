@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from config import SETTING_NAMES, ConfigError, Settings, load_settings
+from config import OTHER_VARIABLES, SETTING_NAMES, ConfigError, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NO_FILE = Path("/nonexistent/.env")
@@ -74,12 +74,45 @@ def test_settings_are_frozen():
         settings.input_topic = "other"  # type: ignore[misc]
 
 
-def test_env_example_documents_every_setting_with_its_default():
-    """.env.example lists exactly the settings config.py reads, each with the default value."""
+def documented_in_env_example() -> dict[str, str]:
+    """`NAME=value` lines of .env.example, commented out or not."""
     example = (REPO_ROOT / ".env.example").read_text()
-    documented = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, flags=re.MULTILINE))
-    assert set(documented) == SETTING_NAMES
-    assert load_settings(environ=documented, env_file=NO_FILE) == Settings()
+    return dict(re.findall(r"^(?:# )?([A-Z_]+)=(.*)$", example, flags=re.MULTILINE))
+
+
+def test_env_example_documents_every_setting_with_its_default():
+    """.env.example names every setting with its default value, and every other variable .env may hold."""
+    documented = documented_in_env_example()
+    assert set(documented) == SETTING_NAMES | OTHER_VARIABLES
+    settings_part = {name: value for name, value in documented.items() if name in SETTING_NAMES}
+    assert load_settings(environ=settings_part, env_file=NO_FILE) == Settings()
+
+
+def test_a_copy_of_env_example_gives_the_defaults():
+    """`cp .env.example .env` is accepted as it stands and changes nothing."""
+    assert load_settings(environ={}, env_file=REPO_ROOT / ".env.example") == Settings()
+
+
+def test_the_programs_follow_the_stacks_kafka_port():
+    """With KAFKA_BOOTSTRAP_SERVERS unset, KAFKA_PORT (which moves the local stack) sets its port, also under a copied .env.example."""
+    moved = load_settings(environ={"KAFKA_PORT": "19092"}, env_file=REPO_ROOT / ".env.example")
+    assert moved.kafka_bootstrap_servers == "localhost:19092"
+
+
+def test_an_explicit_bootstrap_address_wins_over_kafka_port(tmp_path):
+    """KAFKA_BOOTSTRAP_SERVERS, from the environment or .env, is used as given whatever KAFKA_PORT says."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("KAFKA_BOOTSTRAP_SERVERS=broker:9094\n")
+    assert load_settings(environ={"KAFKA_PORT": "19092"}, env_file=env_file).kafka_bootstrap_servers == "broker:9094"
+    settings = load_settings(environ={"KAFKA_PORT": "19092", "KAFKA_BOOTSTRAP_SERVERS": "b:1"}, env_file=NO_FILE)
+    assert settings.kafka_bootstrap_servers == "b:1"
+
+
+def test_a_bad_kafka_port_is_named_when_the_programs_follow_it():
+    """A KAFKA_PORT that is not a port stops start-up with a message naming KAFKA_PORT."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"KAFKA_PORT": "90920"}, env_file=NO_FILE)
+    assert caught.value.variable == "KAFKA_PORT"
 
 
 def test_no_module_but_config_reads_the_environment():

@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from config import Settings
 
 
-async def send_records(settings: Settings, records: Iterable[tuple[bytes | None, bytes | None]], topic: str | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+async def send_records(
+    settings: Settings, records: Iterable[tuple[bytes | None, bytes | None]], topic: str | None = None, **producer_options
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", **producer_options)
     await producer.start()
     try:
         deliveries = [await producer.send(topic or settings.input_topic, value, key) for key, value in records]
@@ -38,3 +41,23 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def create_topic(settings: Settings, name: str, partitions: int = 4, **configs: str) -> None:
+    """Create a topic ahead of the service, with topic-level settings such as max.message.bytes."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=dict(configs))])
+    finally:
+        await admin.close()
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic == settings.input_topic and meta.offset >= 0}

@@ -7,12 +7,11 @@ import time
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from events.schema import encode_event, encode_key
 from tests.conftest import server_sql
 from tests.factories import random_events
-from tests.integration.kafka_helpers import read_topic, send_records
+from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_pipeline import predictions_by_event, read_predictions
 
@@ -20,13 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 async def committed_total(settings) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id)
-    finally:
-        await admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.input_topic and meta.offset > 0)
+    return sum((await committed_offsets(settings)).values())
 
 
 def send(settings, events):

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from config import Settings
-from runtime.logs import CollapseRepeats, configure_logging, flush_collapsed_logs
+from runtime.logs import CollapseRepeats, configure_logging
 
 
 @pytest.fixture
@@ -55,15 +55,21 @@ def test_repeated_client_errors_collapse_to_one_line_with_a_count():
     assert records[100].getMessage() == "Unable connect to n1 (and 99 more like it in the last 11 s)"
 
 
-def test_flush_reports_the_repeats_held_back(capture):
-    """At the end of a stats interval the count of held-back repeats is logged, so none goes unmentioned."""
+def test_flush_reports_the_repeats_of_an_ended_window(capture):
+    """Once a window has ended, the count of held-back repeats is logged even if no repeat follows; not before."""
+    now = [0.0]
+    collapse = CollapseRepeats(window_s=10, clock=lambda: now[0])
     configure_logging(Settings(log_format="console"), stream=capture)
+    logging.getLogger().handlers[0].filters[-1:] = [collapse]
     for _ in range(5):
         logging.getLogger("aiokafka.conn").error("Unable connect to node %s", 1)
-    flush_collapsed_logs()
+    collapse.flush()
+    assert len(capture.getvalue().splitlines()) == 1, "the window is still open"
+    now[0] = 12.0
+    collapse.flush()
     lines = capture.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[1].endswith("Unable connect to node 1 (repeated 4 times in the last 0 s)")
+    assert lines[1].endswith("Unable connect to node 1 (repeated 4 times in the last 12 s)")
 
 
 def test_our_own_lines_are_never_collapsed(capture):
