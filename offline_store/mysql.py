@@ -44,19 +44,23 @@ async def close_pool(pool: aiomysql.Pool) -> None:
 
 async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping[str, Any], timeout_s: float) -> list[tuple]:
     """Run one query; `timeout_s` bounds acquiring a connection and the query together."""
-    async with asyncio.timeout(timeout_s):
-        conn = await pool.acquire()
-        try:
-            async with conn.cursor() as cursor:
-                await cursor.execute(sql, args)
-                rows = await cursor.fetchall()
-        except BaseException:
-            # A query cut off half way leaves unread bytes on the wire: the connection must not
-            # go back to the pool, or the next query reads this one's answer.
-            conn.close()
-            raise
-        finally:
-            pool.release(conn)
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await pool.acquire()
+            try:
+                async with conn.cursor() as cursor:
+                    await cursor.execute(sql, args)
+                    rows = await cursor.fetchall()
+            except BaseException:
+                # A query cut off half way leaves unread bytes on the wire: the connection must not
+                # go back to the pool, or the next query reads this one's answer.
+                conn.close()
+                raise
+            finally:
+                pool.release(conn)
+    except TimeoutError:
+        # Said here, where the deadline is known: the retry line then reads as more than "TimeoutError".
+        raise TimeoutError(f"no answer from MySQL within {timeout_s:g} s") from None
     return list(rows)
 
 

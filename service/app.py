@@ -25,7 +25,7 @@ from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
 from service.publish import MAX_REQUEST_BYTES
-from service.retry import Backoff, ShutdownRequested, retry_until_done, unless_stopped
+from service.retry import Backoff, ShutdownRequested, describe_error, retry_until_done, unless_stopped
 from service.stats import log_stats_periodically
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,14 @@ async def _close(what: str, close: Callable[[], Awaitable[None]], clock: Shutdow
             await close()
     except TimeoutError:
         log.warning("gave up closing %s after %.1f s", what, timeout_s)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+        # aiokafka's consumer re-raises the cancellation of its own fetch task from stop().
+        log.warning("closing %s was cut short by the client itself", what)
+    except Exception as exc:  # noqa: BLE001 - nothing is in hand any more; a failed close must not change the exit code
+        log.warning("closing %s failed: %s", what, describe_error(exc))
 
 
 def _producer(settings: Settings) -> AIOKafkaProducer:
