@@ -127,6 +127,11 @@ class Settings:
     mysql_pool_max_size: int = _setting("MYSQL_POOL_MAX_SIZE", 5, _integer(1, 1_000))
     mysql_query_timeout_ms: int = _setting("MYSQL_QUERY_TIMEOUT_MS", 5_000, _integer(100, 600_000))
 
+    # 0 turns the cache off. A cached user costs about 300 bytes.
+    feature_cache_max_users: int = _setting("FEATURE_CACHE_MAX_USERS", 200_000, _integer(0, 100_000_000))
+    feature_cache_ttl_s: int = _setting("FEATURE_CACHE_TTL_S", 300, _integer(1, 86_400))
+    feature_cache_version_check_s: int = _setting("FEATURE_CACHE_VERSION_CHECK_S", 5, _integer(1, 3_600))
+
     model_path: Path = _setting("MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", _project_path)
 
     batch_max_records: int = _setting("BATCH_MAX_RECORDS", 500, _integer(1, 100_000))

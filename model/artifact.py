@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ import sklearn
 from sklearn.pipeline import Pipeline
 
 from model.features import FEATURE_COLUMNS, feature_frame
+from model.scorer import PARITY_TOLERANCE, FoldedScorer, fold_pipeline, largest_difference
 from offline_store.features import UserFeatures
 
 
@@ -26,16 +28,44 @@ class ModelArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class PurchaseModel:
-    """A trained Pipeline and what it was trained with."""
+    """A trained Pipeline and what it was trained with, plus its folded numpy form when it has one."""
 
     pipeline: Pipeline
     version: str
     sklearn_version: str
     features: tuple[str, ...]
+    scorer: FoldedScorer | None = None
 
     def predict(self, pages: Sequence[tuple[str, str, str]], users: Sequence[UserFeatures]) -> np.ndarray:
-        """Purchase probabilities, one per event. CPU-bound: call it off the event loop."""
+        """Purchase probabilities, one per event: the folded scorer when there is one, else the Pipeline."""
+        if self.scorer is None:
+            return self.predict_with_pipeline(pages, users)
+        table = np.array(users, dtype=np.float64).reshape(-1, len(UserFeatures._fields))
+        return self.scorer.score(pages, table[:, 0], table[:, 1], table[:, 2], table[:, 3])
+
+    def predict_with_pipeline(self, pages: Sequence[tuple[str, str, str]], users: Sequence[UserFeatures]) -> np.ndarray:
+        """`predict_proba` of the saved Pipeline: the reference, and the training path. CPU-bound."""
         return self.pipeline.predict_proba(feature_frame(pages, users))[:, 1]
+
+    def with_fast_path(self) -> PurchaseModel:
+        """This model with its folded scorer, checked against predict_proba; unchanged if it cannot be folded.
+
+        Raises ModelArtifactError when the two disagree by more than PARITY_TOLERANCE: serving
+        numbers that differ from the trained model's is worse than not serving.
+        """
+        scorer = fold_pipeline(self.pipeline)
+        if scorer is None:
+            return self
+
+        def reference(pages, table):
+            return self.predict_with_pipeline(pages, [UserFeatures(*row) for row in table])
+
+        difference = largest_difference(scorer, reference, list(scorer.page_index))
+        if not difference <= PARITY_TOLERANCE:
+            raise ModelArtifactError(
+                f"the folded scorer differs from predict_proba by {difference:.3g} (more than {PARITY_TOLERANCE:g}); refusing to serve"
+            )
+        return dataclasses.replace(self, scorer=scorer)
 
 
 def metadata_path(model_path: Path) -> Path:
@@ -89,12 +119,13 @@ def load_model(model_path: Path) -> PurchaseModel:
         raise ModelArtifactError(
             f"{model_path} expects features {payload['features']}, this code builds {list(FEATURE_COLUMNS)}: retrain it"
         )
-    return PurchaseModel(
+    model = PurchaseModel(
         pipeline=payload["pipeline"],
         version=payload["version"],
         sklearn_version=payload["sklearn_version"],
         features=tuple(payload["features"]),
     )
+    return model.with_fast_path()
 
 
 def _sklearn_version_in_metadata(model_path: Path) -> str | None:

@@ -54,6 +54,12 @@ async def replace_history(conn: aiomysql.Connection, history: PurchaseHistory) -
             log.info("loaded %d/%d purchases", start + len(chunk), len(rows))
 
 
+BUMP_FEATURE_SET_VERSION = (
+    "INSERT INTO feature_set (id, version, built_at) VALUES (1, 1, %(as_of)s)"
+    " ON DUPLICATE KEY UPDATE version = version + 1, built_at = VALUES(built_at)"
+)
+
+
 async def refresh_features(conn: aiomysql.Connection, as_of: datetime) -> int:
     """Recompute user_features in one transaction; returns how many users have features."""
     (statement,) = sql_statements(SQL_DIR / "features.sql")
@@ -63,6 +69,7 @@ async def refresh_features(conn: aiomysql.Connection, as_of: datetime) -> int:
         await cursor.execute("DELETE FROM user_features")
         await cursor.execute(statement, {"as_of": naive_utc})
         users = cursor.rowcount
+        await cursor.execute(BUMP_FEATURE_SET_VERSION, {"as_of": naive_utc})
         await conn.commit()
     return users
 

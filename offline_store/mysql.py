@@ -77,6 +77,7 @@ class MySQLFeatureStore:
     def __init__(self, pool: aiomysql.Pool, query_timeout_ms: int) -> None:
         self._pool = pool
         self._timeout_s = query_timeout_ms / 1000
+        self._warned_unversioned = False
 
     async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
         unique_ids = sorted(set(user_ids))
@@ -95,6 +96,18 @@ class MySQLFeatureStore:
                 f"the offline store has no user_features table ({exc.args[-1]}):"
                 " load it with `make train` or `python -m offline_store.loader`"
             ) from exc
+
+    async def feature_set_version(self) -> int | None:
+        """The number the loader bumps with every rebuild; None for a store loaded before it existed."""
+        try:
+            rows = await fetch_all(self._pool, "SELECT version FROM feature_set WHERE id = 1", (), self._timeout_s)
+        except pymysql.err.ProgrammingError:
+            if not self._warned_unversioned:
+                self._warned_unversioned = True
+                log.warning("the offline store has no feature_set table (loaded by an older loader):"
+                            " a rebuilt store reaches the service only as cached features expire (FEATURE_CACHE_TTL_S)")
+            return None
+        return int(rows[0][0]) if rows else None
 
     async def get_all_features(self) -> dict[int, UserFeatures]:
         """Every user with history: what training joins its labelled events against."""

@@ -21,3 +21,12 @@ CREATE TABLE IF NOT EXISTS user_features (
     computed_at              DATETIME(6) NOT NULL,
     PRIMARY KEY (user_id)
 ) ENGINE=InnoDB;
+
+-- One row: a number the loader bumps in the same transaction that rebuilds user_features, so
+-- a service caching features notices a rebuilt store within seconds (offline_store/cache.py).
+CREATE TABLE IF NOT EXISTS feature_set (
+    id         TINYINT     NOT NULL,
+    version    BIGINT      NOT NULL,
+    built_at   DATETIME(6) NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE=InnoDB;

@@ -19,7 +19,8 @@ from config import Settings
 from events.pages import OTHER_PAGE
 from messaging.topics import ensure_topics, pipeline_topics
 from model.artifact import PurchaseModel, load_model
-from offline_store.features import COLD_START
+from offline_store.cache import CachedFeatureStore
+from offline_store.features import COLD_START, FeatureStore
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
@@ -71,8 +72,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             await step(lambda: ensure_topics(settings, pipeline_topics(settings)), "Kafka", f"creating topics at {settings.kafka_bootstrap_servers}")
             pool = await step(lambda: create_pool(settings), "MySQL", f"connecting to {settings.mysql_host}:{settings.mysql_port}")
             resources.push_async_callback(_close, "the MySQL pool", lambda: close_pool(pool), clock, 1.0)
-            feature_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
-            await step(feature_store.check_schema, "MySQL", "checking the offline store")
+            mysql_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
+            await step(mysql_store.check_schema, "MySQL", "checking the offline store")
+            feature_store = _with_cache(mysql_store, settings)
             producer = _producer(settings)
             resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
             await step(producer.start, "Kafka", "starting the producer")
@@ -141,6 +143,15 @@ async def _close(what: str, close: Callable[[], Awaitable[None]], clock: Shutdow
         log.warning("closing %s was cut short by the client itself", what)
     except Exception as exc:  # noqa: BLE001 - nothing is in hand any more; a failed close must not change the exit code
         log.warning("closing %s failed: %s", what, describe_error(exc))
+
+
+def _with_cache(store: MySQLFeatureStore, settings: Settings) -> FeatureStore:
+    if settings.feature_cache_max_users == 0:
+        return store
+    return CachedFeatureStore(
+        store, settings.feature_cache_max_users, settings.feature_cache_ttl_s,
+        store.feature_set_version, settings.feature_cache_version_check_s,
+    )
 
 
 def _producer(settings: Settings) -> AIOKafkaProducer:

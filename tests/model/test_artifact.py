@@ -27,7 +27,9 @@ def test_a_saved_model_loads_and_predicts_the_same(model, saved):
     users = [UserFeatures(40.0, 3, 10.0, False), COLD_START]
     loaded = load_model(saved)
     assert loaded.version == model.version
-    np.testing.assert_array_equal(loaded.predict(pages, users), model.predict(pages, users))
+    np.testing.assert_array_equal(loaded.predict_with_pipeline(pages, users), model.predict_with_pipeline(pages, users))
+    assert loaded.scorer is not None, "the served path is the folded scorer"
+    np.testing.assert_allclose(loaded.predict(pages, users), model.predict(pages, users), rtol=0, atol=1e-12)
 
 
 def test_a_missing_artifact_says_how_to_make_one(tmp_path):
