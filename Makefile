@@ -28,8 +28,11 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	@# A failed `venv` can leave a python without pip behind; start over rather than trust it.
 	@test -x $(VENV)/bin/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); } \
 		|| { rm -rf $(VENV); echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# Not --quiet: a first install downloads for minutes, and silence looks like a hang.
+	@echo "== installing the pinned Python packages into $(VENV)/ (the first time takes a few minutes)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements-dev.txt
 	@touch $@
+	@echo "== $(VENV)/ is ready"
 
 # install first: stack/lib.sh reads .env with the virtualenv's python-dotenv.
 up: install

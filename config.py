@@ -117,6 +117,7 @@ class Settings:
     kafka_heartbeat_interval_ms: int = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", 3_000, _integer(100, 600_000))
     kafka_rebalance_timeout_ms: int = _setting("KAFKA_REBALANCE_TIMEOUT_MS", 30_000, _integer(1_000, 1_800_000))
     kafka_max_poll_interval_ms: int = _setting("KAFKA_MAX_POLL_INTERVAL_MS", 300_000, _integer(1_000, 3_600_000))
+    kafka_fetch_max_wait_ms: int = _setting("KAFKA_FETCH_MAX_WAIT_MS", 10, _integer(1, 10_000))
     output_compression: str = _setting("OUTPUT_COMPRESSION", "zstd", _choice(*COMPRESSION_TYPES))
 
     mysql_host: str = _setting("MYSQL_HOST", "127.0.0.1", _text)
@@ -136,9 +137,16 @@ class Settings:
 
     batch_max_records: int = _setting("BATCH_MAX_RECORDS", 500, _integer(1, 100_000))
     poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))
+    # Acknowledged offsets are committed at most this often (and whenever the loop is idle); a
+    # crash replays at most this much work.
+    commit_interval_ms: int = _setting("COMMIT_INTERVAL_MS", 100, _integer(0, 60_000))
     retry_backoff_initial_ms: int = _setting("RETRY_BACKOFF_INITIAL_MS", 200, _integer(1, 60_000))
     retry_backoff_max_ms: int = _setting("RETRY_BACKOFF_MAX_MS", 10_000, _integer(1, 600_000))
     stats_interval_s: int = _setting("STATS_INTERVAL_S", 10, _integer(1, 3_600))
+    # The service's /metrics, /healthz and /readyz; 0 turns them off. Loopback by default, so
+    # nothing is exposed beyond the machine unless asked (compose sets 0.0.0.0).
+    metrics_port: int = _setting("METRICS_PORT", 9400, _integer(0, 65_535))
+    metrics_host: str = _setting("METRICS_HOST", "127.0.0.1", _text)
     shutdown_timeout_s: int = _setting("SHUTDOWN_TIMEOUT_S", 20, _integer(2, 3_600))
 
     log_level: str = _setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))

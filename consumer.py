@@ -1,8 +1,10 @@
 """Print purchase predictions from OUTPUT_TOPIC as they arrive, one readable line each.
 
-    python consumer.py [--count N] [--from-beginning] [--idle-timeout-s S] [--dead-letters]
+    python consumer.py [--count N] [--from-beginning] [--idle-timeout-s S] [--dead-letters | --live]
 
-`--dead-letters` reads DLQ_TOPIC instead and prints why each event was rejected.
+`--dead-letters` reads DLQ_TOPIC instead and prints why each event was rejected. `--live` reads
+both and keeps one screen up to date: the rate, latency percentiles, a histogram of the
+probabilities, dead letters by kind and predictions per model version.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from config import describe_settings
@@ -28,10 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record instead of new ones")
     parser.add_argument("--idle-timeout-s", type=float, default=None, help="exit after S seconds without a new record")
     parser.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead of predictions")
+    parser.add_argument("--live", action="store_true", help="one live screen of rates, latencies, probabilities and dead letters")
     parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
     args = parser.parse_args(argv)
     if (args.count is not None and args.count < 1) or (args.idle_timeout_s is not None and args.idle_timeout_s <= 0):
         parser.error("--count and --idle-timeout-s must be positive")
+    if args.live and args.dead_letters:
+        parser.error("--live shows the dead letters too; drop --dead-letters")
     return args
 
 
@@ -42,6 +48,16 @@ async def run(settings, plan: ReadPlan) -> None:
     stop_on_signals(stop)
     summary = await read_records(settings, plan, stop)
     print(summary.render(plan.topic), flush=True)
+
+
+async def run_live(settings, plan: ReadPlan) -> None:
+    from messaging.live_reader import watch_live
+
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    started = time.monotonic()
+    tally = await watch_live(settings, plan, stop)
+    print(tally.summary(time.monotonic() - started), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     topic = settings.dlq_topic if args.dead_letters else settings.output_topic
     plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)
     try:
-        asyncio.run(run(settings, plan))
+        asyncio.run(run_live(settings, plan) if args.live else run(settings, plan))
     except KafkaError as exc:
         print(f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@
 Consumes browsing events from INPUT_TOPIC, joins each user's offline features from MySQL,
 predicts the purchase probability and publishes it to OUTPUT_TOPIC; invalid events go to
 DLQ_TOPIC with the reason. Settings come from the environment and `.env` (see .env.example).
-Run several copies with the same KAFKA_GROUP_ID to share the partitions.
+Run several copies with the same KAFKA_GROUP_ID to share the partitions (on one machine, each
+with its own METRICS_PORT: /metrics, /healthz and /readyz are served there).
 
 SIGINT or SIGTERM stops it cleanly, with exit code 0, within SHUTDOWN_TIMEOUT_S.
 """
@@ -44,11 +45,12 @@ def main() -> int:
     from model.artifact import ModelArtifactError
     from offline_store.mysql import OfflineStoreNotReady
     from service.app import run_service
+    from service.endpoints import EndpointUnavailable
     from service.publish import OutputRefused
 
     try:
         asyncio.run(run_service(settings))
-    except (ModelArtifactError, OfflineStoreNotReady, OutputRefused) as exc:
+    except (ModelArtifactError, OfflineStoreNotReady, OutputRefused, EndpointUnavailable) as exc:
         log.error("%s", exc)
         return 2
     except pymysql.err.MySQLError as exc:

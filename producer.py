@@ -50,10 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(settings, plan: TrafficPlan) -> None:
     from messaging.event_producer import produce_events
+    from messaging.progress import progress_on
 
     stop = asyncio.Event()
     stop_on_signals(stop)
-    report = await produce_events(settings, plan, stop)
+    with progress_on(sys.stdout, plan.count, f"sending to {settings.input_topic}") as progress:
+        report = await produce_events(settings, plan, stop, progress)
     print(report.summary(settings.input_topic), flush=True)
 
 

@@ -8,7 +8,7 @@ JSON types: `true` or `1.0` is not accepted as a user id.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated
 
 import msgspec
 
@@ -37,11 +37,15 @@ class InputEvent(msgspec.Struct, frozen=True):
     user_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_USER_ID)]
     timestamp: datetime
     # A list of three page names, or the "home/cart/checkout" form of the original write-up.
-    last_three_pages_visited: list[str] | str
+    last_three_pages_visited: tuple[str, ...] | str
 
 
-class Event(NamedTuple):
-    """A validated, cleaned event: what the rest of the pipeline works with."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """A validated, cleaned event: what the rest of the pipeline works with.
+
+    A Struct without GC tracking, not a NamedTuple: it is built once per event on the hot path,
+    in a third of the time.
+    """
 
     event_id: str
     user_id: int
@@ -49,7 +53,7 @@ class Event(NamedTuple):
     pages: tuple[str, str, str]
 
 
-class Prediction(msgspec.Struct, frozen=True):
+class Prediction(msgspec.Struct, frozen=True, gc=False):
     """One record on the output topic."""
 
     event_id: str
@@ -83,14 +87,11 @@ def parse_event(data: bytes | None) -> Event:
         # msgspec walks unknown fields too; a few thousand nested brackets exhaust the stack.
         raise InvalidEvent("not_json", "JSON is nested too deeply") from None
 
-    if not raw.event_id.strip():
+    event_id = raw.event_id
+    if event_id[0].isspace() and not event_id.strip():
         raise InvalidEvent("invalid_field", "event_id is blank - at `$.event_id`")
-    return Event(
-        event_id=raw.event_id,
-        user_id=raw.user_id,
-        timestamp=_as_utc(raw.timestamp),
-        pages=_clean_pages(raw.last_three_pages_visited),
-    )
+    # Positional: this runs once per event on the hot path.
+    return Event(event_id, raw.user_id, _as_utc(raw.timestamp), _clean_pages(raw.last_three_pages_visited))
 
 
 def _as_utc(timestamp: datetime) -> datetime:
@@ -104,7 +105,10 @@ def _as_utc(timestamp: datetime) -> datetime:
         raise InvalidEvent("invalid_field", "timestamp is out of range in UTC - at `$.timestamp`") from None
 
 
-def _clean_pages(raw: list[str] | str) -> tuple[str, str, str]:
+def _clean_pages(raw: tuple[str, ...] | str) -> tuple[str, str, str]:
+    cleaned = _CLEANED.get(raw)
+    if cleaned is not None:
+        return cleaned
     pages = raw.split(PAGES_SEPARATOR) if isinstance(raw, str) else raw
     if len(pages) != PAGES_PER_EVENT:
         raise InvalidEvent(
@@ -112,8 +116,18 @@ def _clean_pages(raw: list[str] | str) -> tuple[str, str, str]:
             f"last_three_pages_visited has {len(pages)} pages, expected {PAGES_PER_EVENT}"
             " - at `$.last_three_pages_visited`",
         )
-    first, second, third = (normalise_page(page) for page in pages)
-    return first, second, third
+    first, second, third = pages
+    cleaned = (normalise_page(first), normalise_page(second), normalise_page(third))
+    if len(_CLEANED) < _CLEANED_MAX:
+        _CLEANED[raw] = cleaned
+    return cleaned
+
+
+# Raw pages as sent → cleaned triple. Clients send a few thousand combinations at most, so one
+# lookup replaces three strip/lower/membership tests per event; the bound keeps hostile input
+# from growing it.
+_CLEANED: dict[tuple[str, ...] | str, tuple[str, str, str]] = {}
+_CLEANED_MAX = 100_000
 
 
 def encode_event(event: InputEvent) -> bytes:

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 # Deliveries awaited together; bounds memory on long runs and shows progress as it goes.
 DELIVERY_CHUNK = 1_000
 PROGRESS_INTERVAL_S = 5.0
+# A progress bar redraws about this often; more would cost the send loop for nothing seen.
+PROGRESS_REDRAW_S = 0.1
 
 
 @dataclass
@@ -59,8 +62,13 @@ class TrafficPlan:
     keep_event_ids: bool = False
 
 
-async def produce_events(settings: Settings, plan: TrafficPlan, stop: asyncio.Event | None = None) -> ProducerReport:
-    """Send `plan.count` events (fewer if `stop` is set first); returns what was sent."""
+async def produce_events(
+    settings: Settings, plan: TrafficPlan, stop: asyncio.Event | None = None, progress: Callable[[int], None] | None = None
+) -> ProducerReport:
+    """Send `plan.count` events (fewer if `stop` is set first); returns what was sent.
+
+    `progress`, when given, is called with the number sent so far instead of the periodic log line.
+    """
     rng = random.Random(plan.seed)
     await ensure_topics(settings, pipeline_topics(settings))
     producer = AIOKafkaProducer(
@@ -83,10 +91,16 @@ async def produce_events(settings: Settings, plan: TrafficPlan, stop: asyncio.Ev
             if len(pending) >= DELIVERY_CHUNK:
                 await asyncio.gather(*pending)
                 pending.clear()
-            if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
-                last_progress = time.monotonic()
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= PROGRESS_REDRAW_S:
+                last_progress = now
+                progress(report.sent)
+            elif progress is None and now - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = now
                 log.info("sent %d/%d events", report.sent, plan.count)
         await asyncio.gather(*pending)
+        if progress is not None:
+            progress(report.sent)
     finally:
         await producer.stop()
     report.seconds = time.monotonic() - started

@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from config import Settings
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, read_dead_letter_headers
 from events.schema import Prediction, decode_prediction
+from messaging.percentiles import describe_latency
 from messaging.topics import ensure_topics, pipeline_topics
 from runtime.text import printable
 
@@ -29,6 +30,8 @@ class ReaderSummary:
     records: int = 0
     unreadable: int = 0
     probabilities: list[float] = field(default_factory=list)
+    # Receive time minus the event's timestamp: what a reader of the output topic experiences.
+    latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
     def render(self, topic: str) -> str:
@@ -37,18 +40,24 @@ class ReaderSummary:
             mean = sum(self.probabilities) / len(self.probabilities)
             likely = sum(p >= 0.5 for p in self.probabilities)
             text += f"; mean purchase probability {mean:.3f}, {likely} of {len(self.probabilities)} at 0.5 or above"
+        if self.latencies_ms:
+            text += f"; latency after the event {describe_latency(self.latencies_ms)}"
         if self.unreadable:
             text += f"; {self.unreadable} unreadable"
         return text
 
 
+def age_ms(prediction: Prediction, now: datetime) -> float:
+    """How long after its event a prediction was received."""
+    return (now - prediction.timestamp).total_seconds() * 1000
+
+
 def render_prediction(prediction: Prediction, now: datetime) -> str:
     p = prediction.purchase_probability
     filled = round(p * BAR_WIDTH)
-    age_ms = (now - prediction.timestamp).total_seconds() * 1000
     return (
         f"user {prediction.user_id:>7}  p={p:.3f} {'█' * filled}{'░' * (BAR_WIDTH - filled)}"
-        f"  event {printable(prediction.event_id)}  ({age_ms:.0f} ms after the event, model {printable(prediction.model_version)})"
+        f"  event {printable(prediction.event_id)}  ({age_ms(prediction, now):.0f} ms after the event, model {printable(prediction.model_version)})"
     )
 
 
@@ -120,5 +129,7 @@ def _render(record: ConsumerRecord, plan: ReadPlan, summary: ReaderSummary) -> s
     except msgspec.MsgspecError as exc:
         summary.unreadable += 1
         return printable(f"unreadable record at {record.topic}[{record.partition}]@{record.offset}: {exc}")
+    now = datetime.now(UTC)
     summary.probabilities.append(prediction.purchase_probability)
-    return render_prediction(prediction, datetime.now(UTC))
+    summary.latencies_ms.append(age_ms(prediction, now))
+    return render_prediction(prediction, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import tempfile
@@ -40,7 +41,8 @@ class PurchaseModel:
         """Purchase probabilities, one per event: the folded scorer when there is one, else the Pipeline."""
         if self.scorer is None:
             return self.predict_with_pipeline(pages, users)
-        table = np.array(users, dtype=np.float64).reshape(-1, len(UserFeatures._fields))
+        width = len(UserFeatures._fields)
+        table = np.fromiter(itertools.chain.from_iterable(users), np.float64, len(users) * width).reshape(-1, width)
         return self.scorer.score(pages, table[:, 0], table[:, 1], table[:, 2], table[:, 3])
 
     def predict_with_pipeline(self, pages: Sequence[tuple[str, str, str]], users: Sequence[UserFeatures]) -> np.ndarray:

@@ -12,7 +12,7 @@ Parity with `predict_proba` is checked when the model loads (`check_parity`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import expit
@@ -22,6 +22,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from model.features import FLAG_COLUMNS, PAGE_COLUMNS, RECENCY_COLUMNS, SPEND_COLUMNS, recency
+
+# Ten pages make a thousand triples; names outside the vocabulary are folded into `other` before
+# scoring, so this bound only matters for callers that pass raw names.
+MAX_REMEMBERED_PAGE_TRIPLES = 100_000
 
 # What the folded form assumes of each ColumnTransformer step, by name: its columns and kind.
 EXPECTED_STEPS = {
@@ -43,6 +47,7 @@ class FoldedScorer:
     recency_weight: float
     new_user_weight: float
     intercept: float
+    _pages_logit: dict[tuple[str, str, str], float] = field(default_factory=dict, repr=False, compare=False)
 
     def score(
         self,
@@ -52,11 +57,13 @@ class FoldedScorer:
         days_since: np.ndarray,
         is_new: np.ndarray,
     ) -> np.ndarray:
-        unknown = len(self.page_index)
-        index = self.page_index
-        rows = np.array([[index.get(page, unknown) for page in event_pages] for event_pages in pages], dtype=np.intp).reshape(-1, 3)
+        known = self._pages_logit
+        try:
+            page_part = np.array([known[p] for p in pages], dtype=np.float64)
+        except KeyError:  # a page triple not seen yet: remember it, then go again
+            page_part = np.array([known[p] if p in known else self._page_logit(p) for p in pages], dtype=np.float64)
         logit = (
-            self.page_weights[rows[:, 0], 0] + self.page_weights[rows[:, 1], 1] + self.page_weights[rows[:, 2], 2]
+            page_part
             + self.mean_spend_weight * np.log1p(mean_last_3)
             + self.count_weight * np.log1p(purchase_count)
             + self.recency_weight * recency(days_since)
@@ -64,6 +71,15 @@ class FoldedScorer:
             + self.intercept
         )
         return expit(logit)
+
+    def _page_logit(self, pages: tuple[str, str, str]) -> float:
+        """The three pages' share of the logit, remembered: there are only so many page triples."""
+        unknown = len(self.page_index)
+        rows = [self.page_index.get(page, unknown) for page in pages]
+        value = float(self.page_weights[rows[0], 0] + self.page_weights[rows[1], 1] + self.page_weights[rows[2], 2])
+        if len(self._pages_logit) < MAX_REMEMBERED_PAGE_TRIPLES:
+            self._pages_logit[pages] = value
+        return value
 
 
 def fold_pipeline(pipeline: Pipeline) -> FoldedScorer | None:

@@ -109,6 +109,10 @@ class MySQLFeatureStore:
             return None
         return int(rows[0][0]) if rows else None
 
+    async def count_features(self) -> int:
+        (row,) = await fetch_all(self._pool, "SELECT COUNT(*) FROM user_features", (), self._timeout_s)
+        return int(row[0])
+
     async def get_all_features(self) -> dict[int, UserFeatures]:
         """Every user with history: what training joins its labelled events against."""
         rows = await fetch_all(self._pool, _SELECT_FEATURES, (), timeout_s=max(self._timeout_s, 60.0))

@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from config import Settings
+from runtime.connection_logs import SayConnectionErrorsOnce
 from runtime.text import printable
 
 # Extra record fields worth keeping in a JSON line, when a call site passes them in `extra=`.
 CONTEXT_FIELDS = (
     "event_id", "topic", "partition", "offset", "error_kind", "batch_size",
-    "dependency", "attempt", "retry_in_s", "dead_letters", "skipped_offsets",
+    "dependency", "attempt", "retry_in_s", "dead_letters", "skipped_offsets", "client_errors",
+    # The service's summary lines (service/stats.py), as numbers a log shipper can graph.
+    "interval_s", "events_per_s", "batches", "batch_median_ms", "batch_max_ms",
+    "events_total", "predictions_total", "dead_letters_total", "retries_total",
+    "abandoned_batches_total", "skipped_offsets_total", "undeliverable_total", "dead_letters_by_kind",
 )
 # aiokafka repeats the same complaint many times a second while a broker is away.
 COLLAPSE_WINDOW_S = 10.0
@@ -115,9 +120,12 @@ class CollapseRepeats(logging.Filter):
 
 
 _collapser: CollapseRepeats | None = None
+_connection_errors: SayConnectionErrorsOnce | None = None
 
 
 def flush_collapsed_logs() -> None:
+    if _connection_errors is not None:
+        _connection_errors.flush()
     if _collapser is not None:
         _collapser.flush()
 
@@ -132,7 +140,9 @@ def configure_logging(settings: Settings, stream=None) -> None:
     else:
         handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(HideRetriedLeaderChanges())
-    global _collapser
+    global _collapser, _connection_errors
+    _connection_errors = SayConnectionErrorsOnce()
+    handler.addFilter(_connection_errors)
     _collapser = CollapseRepeats()
     handler.addFilter(_collapser)
     # Library warnings become log records, so no raw line breaks the JSON stream.

@@ -1,16 +1,39 @@
 #!/usr/bin/env bash
-# The whole pipeline on the local stack: service in the background, a consumer printing
-# predictions, the producer sending a few hundred events (some invalid), then a tally.
+# The whole pipeline on the local stack: the service in the background, consumers printing
+# predictions and dead letters, the producer sending a few hundred events (some invalid) once
+# the service reports ready, then a tally that ends with the latency.
 # Run through `make demo`, which installs, starts the stack and trains first.
+#
+# The programs read their settings from the environment and `.env` as always, so the demo can
+# be pointed at other topics, another database or model (tests/integration/test_demo.py does).
+# The demo's own knobs, none of them a setting:
+#   DEMO_EVENTS=300            events to send
+#   DEMO_LOG_DIR=.stack/logs   where the service log and the consumers' output go
+#   DEMO_READY_TIMEOUT_S=180   how long the service and consumers may take to start
+#   DEMO_DRAIN_TIMEOUT_S=120   how long predictions may take to arrive after the last event
+# Everything is written to stdout in order, so `make demo > demo.log 2>&1` keeps all of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY=.venv/bin/python
-LOG_DIR=.stack/logs
 COUNT=${DEMO_EVENTS:-300}
+LOG_DIR=${DEMO_LOG_DIR:-.stack/logs}
+READY_TIMEOUT_S=${DEMO_READY_TIMEOUT_S:-180}
+DRAIN_TIMEOUT_S=${DEMO_DRAIN_TIMEOUT_S:-120}
 mkdir -p "$LOG_DIR"
 service_log="$LOG_DIR/demo-service.log"
 consumer_out="$LOG_DIR/demo-consumer.out"
+dead_letters_out="$LOG_DIR/demo-dead-letters.out"
+producer_out="$LOG_DIR/demo-producer.out"
+export LOG_FORMAT=console
+# The readiness check needs the endpoint on loopback; a port of its own unless one is given,
+# since another instance on this machine may hold the default.
+export METRICS_HOST=127.0.0.1
+export METRICS_PORT=${METRICS_PORT:-$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+if [[ "$METRICS_PORT" == 0 ]]; then
+    echo "demo FAILED: the demo waits on the service's /readyz, so METRICS_PORT must not be 0"
+    exit 1
+fi
 
 pids=()
 cleanup() {
@@ -19,40 +42,77 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting the prediction service (log: $service_log)"
-LOG_FORMAT=console $PY prediction_service.py >"$service_log" 2>&1 &
-pids+=($!)
+fail() {
+    echo "demo FAILED: $1"
+    [[ -f "$service_log" ]] && { echo "-- last lines of $service_log:"; tail -n 20 "$service_log"; }
+    exit 1
+}
 
-echo "== starting the consumer"
-LOG_FORMAT=console $PY consumer.py --idle-timeout-s 10 >"$consumer_out" 2>&1 &
+# Waits for a line in a program's output; gives up if the program exits or the time is up.
+wait_for_line() {
+    local pattern=$1 file=$2 pid=$3 what=$4 deadline=$((SECONDS + READY_TIMEOUT_S))
+    until grep -q "$pattern" "$file" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { cat "$file"; fail "$what stopped early"; }
+        ((SECONDS < deadline)) || fail "$what did not start within ${READY_TIMEOUT_S} s"
+        sleep 0.2
+    done
+}
+
+echo "== starting the prediction service (log: $service_log; metrics: http://127.0.0.1:$METRICS_PORT/metrics)"
+$PY prediction_service.py >"$service_log" 2>&1 &
+service_pid=$!
+pids+=("$service_pid")
+
+echo "== starting the consumers (predictions: $consumer_out, dead letters: $dead_letters_out)"
+# No idle timeout: however slowly the machine starts the service, the consumer waits for the
+# first prediction; the demo itself stops it once every prediction is in.
+$PY consumer.py >"$consumer_out" 2>&1 &
 consumer_pid=$!
 pids+=("$consumer_pid")
-for _ in $(seq 1 60); do
-    grep -q "waiting for" "$consumer_out" 2>/dev/null && break
-    kill -0 "$consumer_pid" 2>/dev/null || { cat "$consumer_out"; echo "the consumer stopped early"; exit 1; }
-    sleep 0.5
-done
+$PY consumer.py --dead-letters >"$dead_letters_out" 2>&1 &
+dead_letters_pid=$!
+pids+=("$dead_letters_pid")
+
+echo "== waiting until the service reports ready (model loaded, group joined, MySQL reachable)"
+$PY scripts/wait_ready.py "http://127.0.0.1:$METRICS_PORT/readyz" --pid "$service_pid" --timeout-s "$READY_TIMEOUT_S" 2>&1 \
+    || fail "the service did not become ready"
+wait_for_line "waiting for" "$consumer_out" "$consumer_pid" "the consumer"
+wait_for_line "waiting for" "$dead_letters_out" "$dead_letters_pid" "the dead-letter consumer"
 
 echo "== producing $COUNT events, about 5% of them invalid"
-producer_summary=$(LOG_FORMAT=console $PY producer.py --count "$COUNT" --rate 100 --invalid-ratio 0.05 | tee /dev/stderr | tail -n 1)
-valid=$(grep -oE '[0-9]+ valid' <<<"$producer_summary" | grep -oE '[0-9]+')
+$PY producer.py --count "$COUNT" --rate 100 --invalid-ratio 0.05 >"$producer_out" 2>&1 || { cat "$producer_out"; fail "the producer failed"; }
+cat "$producer_out"
+valid=$(grep -oE '[0-9]+ valid,' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
+invalid=$(grep -oE '[0-9]+ invalid' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
 
 echo "== predictions, as the consumer prints them"
-tail -n +1 --pid="$consumer_pid" -f "$consumer_out"
-wait "$consumer_pid" || true
-received=$(grep -oE 'received [0-9]+' "$consumer_out" | grep -oE '[0-9]+' || echo 0)
+deadline=$((SECONDS + DRAIN_TIMEOUT_S))
+while (($(grep -c '^user ' "$consumer_out" || true) < valid)) && ((SECONDS < deadline)); do
+    kill -0 "$consumer_pid" 2>/dev/null || break
+    sleep 0.2
+done
+while (($(grep -c ']@' "$dead_letters_out" || true) < invalid)) && ((SECONDS < deadline)); do
+    kill -0 "$dead_letters_pid" 2>/dev/null || break
+    sleep 0.2
+done
+# Stopped by signal, each consumer prints its summary line and exits.
+kill -TERM "$consumer_pid" "$dead_letters_pid" 2>/dev/null || true
+wait "$consumer_pid" "$dead_letters_pid" || true
+cat "$consumer_out"
+consumer_summary=$(grep -E '^received [0-9]+ records' "$consumer_out" | tail -n 1 || true)
+received=$(grep -oE '^received [0-9]+' <<<"$consumer_summary" | grep -oE '[0-9]+' || echo 0)
+latency=$(grep -oE 'latency after the event .*ms' <<<"$consumer_summary" || echo "latency: no prediction arrived")
 
-echo "== why some events were rejected (the service log; the records are on the dead-letter topic)"
-grep "dead-lettering" "$service_log" | tail -n 5 | sed 's/^.*dead-lettering /  /' || true
+echo "== why some events were rejected (the first five dead letters)"
+grep ']@' "$dead_letters_out" | head -n 5 | sed 's/^/  /' || true
 
 echo "== service summary"
-kill -TERM "${pids[0]}"
-wait "${pids[0]}" || true
-grep -E "stopped cleanly|events/s" "$service_log" | tail -n 2 | sed 's/^/  /'
+kill -TERM "$service_pid"
+wait "$service_pid" || true
+grep -E "stopped cleanly|events/s" "$service_log" | tail -n 2 | sed 's/^/  /' || true
 
 if [[ "$received" -ge "$valid" ]]; then
-    echo "demo OK: $valid valid events sent, $received predictions received"
+    echo "demo OK: $valid valid events sent, $received predictions received; $latency"
 else
-    echo "demo FAILED: $valid valid events sent but only $received predictions received (see $service_log)"
-    exit 1
+    fail "$valid valid events sent but only $received predictions received; $latency"
 fi

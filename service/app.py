@@ -21,13 +21,15 @@ from messaging.topics import ensure_topics, pipeline_topics
 from model.artifact import PurchaseModel, load_model
 from offline_store.cache import CachedFeatureStore
 from offline_store.features import COLD_START, FeatureStore
-from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
+from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
+from service.endpoints import serve_endpoints
+from service.health import MYSQL_PROBE_TIMEOUT_S, HealthState
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
-from service.publish import MAX_REQUEST_BYTES
+from service.publish import MAX_BATCH_BYTES, MAX_REQUEST_BYTES
 from service.retry import Backoff, ShutdownRequested, describe_error, retry_until_done, unless_stopped
-from service.stats import log_stats_periodically
+from service.stats import ServiceStats, log_stats_periodically
 
 log = logging.getLogger(__name__)
 
@@ -64,32 +66,51 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             lambda: unless_stopped(action(), stop, what), dependency=dependency, action=what, stop=stop, backoff=backoff
         )
 
+    stats = ServiceStats()
+    health = HealthState(stats, settings.kafka_max_poll_interval_ms / 1000)
+    # First, so that /healthz answers during start-up and a taken port fails at once.
+    endpoint_scope = contextlib.AsyncExitStack()
+    endpoints = await endpoint_scope.enter_async_context(serve_endpoints(settings, stats, health))
     try:
         # In a thread, so that a stop request during the load is heard at once.
         model = await unless_stopped(asyncio.to_thread(load_warm_model, settings), stop, "loading the model")
         log.info("loaded model %s from %s", model.version, settings.model_path)
+        health.model_version = model.version
         async with contextlib.AsyncExitStack() as resources:
             await step(lambda: ensure_topics(settings, pipeline_topics(settings)), "Kafka", f"creating topics at {settings.kafka_bootstrap_servers}")
             pool = await step(lambda: create_pool(settings), "MySQL", f"connecting to {settings.mysql_host}:{settings.mysql_port}")
             resources.push_async_callback(_close, "the MySQL pool", lambda: close_pool(pool), clock, 1.0)
             mysql_store = MySQLFeatureStore(pool, settings.mysql_query_timeout_ms)
             await step(mysql_store.check_schema, "MySQL", "checking the offline store")
-            feature_store = _with_cache(mysql_store, settings)
+            health.mysql_reachable = True
+            health.mysql_probe = lambda: fetch_all(pool, "SELECT 1", (), MYSQL_PROBE_TIMEOUT_S)
+            feature_store: FeatureStore = mysql_store
+            cache = _cache(mysql_store, settings)
+            if cache is not None:
+                await step(cache.start, "MySQL", "loading features into the cache")
+                resources.push_async_callback(cache.close)
+                log.info("feature cache: %s, %d users", cache.mode, cache.size)
+                feature_store = cache
             producer = _producer(settings)
             resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
             await step(producer.start, "Kafka", "starting the producer")
             consumer = _consumer(settings)
             # Leaving the group first hands the partitions over at once instead of after a timeout.
             resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock, 0.4)
-            prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop)
-            consumer.subscribe([settings.input_topic], listener=FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
+            prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop, stats=stats)
+            listener = health.track_group(FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
+            consumer.subscribe([settings.input_topic], listener=listener)
             await step(consumer.start, "Kafka", "joining the consumer group")
+            health.group_joined = True  # start() returns once the first assignment has arrived
+            if endpoints is not None:
+                endpoints.watch_lag(consumer)
             log.info(
                 "consuming %s as group %s; predictions to %s, dead letters to %s",
                 settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
             )
             stats = prediction_loop.stats
-            ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, flush_collapsed_logs))
+            ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, _before_summary(stats, cache)))
+            health.mark_loop_started()
             try:
                 await _run_until_stopped(prediction_loop, stop, clock)
             finally:
@@ -97,10 +118,12 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             log.info("stopped cleanly after %d events: %d predictions, %d dead letters", stats.events, stats.predictions, stats.dead_letters)
     except ShutdownRequested as exc:
         log.warning("stopped while still %s; nothing in hand was committed, it will be processed on the next start", exc)
+    finally:
+        await endpoint_scope.aclose()
 
 
 async def _run_until_stopped(prediction_loop: PredictionLoop, stop: asyncio.Event, clock: ShutdownClock) -> None:
-    """Run the loop; once stopped, let the batch in hand finish while time is left to close."""
+    """Run the loop; once stopped, let it finish and commit the work in hand while time is left to close."""
     running = asyncio.create_task(prediction_loop.run())
     stopped = asyncio.create_task(stop.wait())
     try:
@@ -108,10 +131,11 @@ async def _run_until_stopped(prediction_loop: PredictionLoop, stop: asyncio.Even
         if not running.done():
             reserve_s = min(CLOSE_RESERVE_MAX_S, clock.timeout_s * CLOSE_RESERVE_SHARE)
             grace_s = clock.remaining_s(clock.timeout_s) - reserve_s
-            if not await prediction_loop.wait_for_batch(max(0.0, grace_s)):
-                await prediction_loop.abandon_batch("the shutdown deadline is near")
-            # The loop ends at its next check of `stop`; a poll waiting on a rejoin may not.
-            await asyncio.wait({running}, timeout=min(1.0, clock.remaining_s(1.0)))
+            # run() ends by itself once it has settled and committed; a poll waiting on a rejoin,
+            # a dependency that stays down, or a broker that never acknowledges may keep it.
+            await asyncio.wait({running}, timeout=max(0.0, grace_s))
+            if not running.done():
+                await prediction_loop.abandon("the shutdown deadline is near")
     finally:
         stopped.cancel()
         if not running.done():
@@ -145,13 +169,21 @@ async def _close(what: str, close: Callable[[], Awaitable[None]], clock: Shutdow
         log.warning("closing %s failed: %s", what, describe_error(exc))
 
 
-def _with_cache(store: MySQLFeatureStore, settings: Settings) -> FeatureStore:
+def _cache(store: MySQLFeatureStore, settings: Settings) -> CachedFeatureStore | None:
     if settings.feature_cache_max_users == 0:
-        return store
+        return None
     return CachedFeatureStore(
-        store, settings.feature_cache_max_users, settings.feature_cache_ttl_s,
-        store.feature_set_version, settings.feature_cache_version_check_s,
+        store, settings.feature_cache_max_users, settings.feature_cache_ttl_s, settings.feature_cache_version_check_s,
     )
+
+
+def _before_summary(stats: ServiceStats, cache: CachedFeatureStore | None) -> Callable[[], None]:
+    def update() -> None:
+        flush_collapsed_logs()
+        if cache is not None:
+            stats.set_cache(cache.counters.hits, cache.counters.misses, cache.size)
+
+    return update
 
 
 def _producer(settings: Settings) -> AIOKafkaProducer:
@@ -163,6 +195,9 @@ def _producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         max_request_size=MAX_REQUEST_BYTES,
+        # Predictions go out as one batch per partition per loop turn; a bigger batch means
+        # fewer, better-compressed requests (aiokafka's default is 16 kB, about 65 predictions).
+        max_batch_size=MAX_BATCH_BYTES,
         compression_type=None if settings.output_compression == "none" else settings.output_compression,
     )
 
@@ -180,4 +215,8 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        # aiokafka sends one fetch at a time to a broker, and a partition whose records were
+        # still in hand when it went out waits for the next; the broker holds a fetch with no
+        # data this long, so it bounds that wait (aiokafka's default, 500 ms, made p99 ~500 ms).
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )

@@ -30,14 +30,15 @@ class Repositionable(Protocol):
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
 
+    def assignment(self) -> set[TopicPartition]: ...
 
-def next_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
-    """Per partition, the offset to resume from: one past the last record handled."""
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+
+
+def next_offsets(by_partition: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> dict[TopicPartition, int]:
+    """Per partition, the offset to resume from: one past the last record handled (a fetch
+    returns each partition's records in offset order)."""
+    return {tp: records[-1].offset + 1 for tp, records in by_partition.items() if records}
 
 
 def name(tp: TopicPartition) -> str:
@@ -73,3 +74,14 @@ async def recover_lost_positions(consumer: Repositionable, positions: Mapping[To
                 extra={"topic": tp.topic, "partition": tp.partition, "offset": position},
             )
         consumer.seek(tp, start)
+
+
+async def rewind_to_committed(consumer: Repositionable) -> None:
+    """Move every assigned partition back to its last committed offset (its start if none),
+    so that whatever was read after it is read again."""
+    for tp in consumer.assignment():
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)

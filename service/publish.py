@@ -1,12 +1,18 @@
 """Publishing a batch's predictions and dead letters, so that no single record can wedge the loop.
 
+Predictions go out as one record batch per output partition (`send_batch`), not one awaited
+`send` per record: about 1.7 µs a record instead of 10. A user's predictions always land on
+the partition Kafka's default partitioner picks for their key, in input order. Publishing is
+split in two, so the loop can fetch and process the next batch while Kafka acknowledges this
+one: `enqueue` hands everything to the producer, `settle` waits for the acknowledgements.
+
 The policy for a record Kafka refuses because of that record alone (too large, a bad timestamp):
 - it is sent once more on its own, since a whole producer batch fails with one bad record in it;
 - a refused prediction becomes a dead letter of its input event, kind `rejected_by_kafka`;
 - a refused dead letter is sent in its smallest form (no value, our headers only);
 - a dead letter refused even then is logged at ERROR with where it came from, and counted.
 Refusals that are about the set-up rather than the record (a missing ACL, say) stop the
-service with a message; outages propagate to the caller, which retries the whole batch.
+service with a message; outages propagate to the caller, which rewinds and retries.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -24,6 +30,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from events.dead_letter import DeadLetter, dead_letter_headers, fit_dead_letter, strip_dead_letter
@@ -39,6 +46,10 @@ MAX_REQUEST_BYTES = 1_048_576
 # A compressed batch of incompressible bytes is slightly larger than its input, and the broker
 # checks the compressed size; keep room for the worst codec's growth.
 DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES * 95 // 100
+MAX_BATCH_BYTES = 256 * 1024
+NO_HEADERS: list[tuple[str, bytes]] = []
+# Users whose key and partition are remembered; murmur2 in Python costs 2 µs a key.
+PARTITION_CACHE_KEYS = 100_000
 
 RECORD_REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTimestampError)
 SETUP_REFUSALS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
@@ -48,10 +59,20 @@ class OutputRefused(RuntimeError):
     """Kafka refuses to take the service's writes at all: a setting or an ACL to fix."""
 
 
+class RecordBatch(Protocol):
+    def append(self, *, timestamp: float | None, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> Any: ...
+
+
 class RecordSink(Protocol):
     """The part of AIOKafkaProducer the loop uses."""
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, *, headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future: ...
+
+    def create_batch(self) -> RecordBatch: ...
+
+    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future: ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
 
 
 @dataclass
@@ -62,6 +83,35 @@ class Outgoing:
     headers: list[tuple[str, bytes]]
     source: ConsumerRecord
     is_dead_letter: bool
+
+
+# (key, value, headers, source record): one output as handed to the producer.
+Row = tuple[bytes | None, bytes | None, list[tuple[str, bytes]], ConsumerRecord]
+
+
+@dataclass
+class Delivery:
+    future: asyncio.Future
+    topic: str
+    rows: list[Row]
+    dead_letters: bool
+
+    def outgoing(self) -> list[Outgoing]:
+        return [Outgoing(self.topic, key, value, headers, source, self.dead_letters) for key, value, headers, source in self.rows]
+
+
+@dataclass
+class Pending:
+    """Deliveries handed to the producer and not yet acknowledged: one future per record batch."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def futures(self) -> list[asyncio.Future]:
+        return [delivery.future for delivery in self.deliveries]
+
+    def acknowledged(self) -> bool:
+        """True once Kafka has answered for every delivery (success or not)."""
+        return all(delivery.future.done() for delivery in self.deliveries)
 
 
 def dead_letter_for(record: ConsumerRecord, error: InvalidEvent, dlq_topic: str) -> Outgoing:
@@ -76,39 +126,84 @@ class Publisher:
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
         self._stats = stats
+        self._partition_of: dict[int, tuple[bytes, int]] = {}  # user id → (key, partition)
+        self._partitions = 0
+
+    async def enqueue(
+        self,
+        predictions: Sequence[tuple[ConsumerRecord, Prediction]],
+        invalid: Sequence[tuple[ConsumerRecord, InvalidEvent]],
+    ) -> Pending:
+        """Hand every prediction and dead letter to the producer; nothing is awaited but buffer space."""
+        pending = Pending()
+        if predictions:
+            await self._enqueue_predictions(predictions, pending)
+        for record, error in invalid:
+            item = dead_letter_for(record, error, self._dlq_topic)
+            pending.deliveries.append(Delivery(await self._send(item), item.topic, [(item.key, item.value, item.headers, record)], True))
+        return pending
 
     async def publish(
         self,
         predictions: Sequence[tuple[ConsumerRecord, Prediction]],
         invalid: Sequence[tuple[ConsumerRecord, InvalidEvent]],
     ) -> None:
-        """Send everything, wait until Kafka acknowledged all of it, and deal with refusals."""
-        outgoing = [
-            Outgoing(self._output_topic, encode_key(p.user_id), encode_prediction(p), [], record, is_dead_letter=False)
-            for record, p in predictions
-        ]
-        outgoing += [dead_letter_for(record, error, self._dlq_topic) for record, error in invalid]
-        errors = await self._send_all(outgoing)
+        """Enqueue and settle in one go."""
+        await self.settle(await self.enqueue(predictions, invalid))
+
+    async def settle(self, pending: Pending) -> None:
+        """Wait until Kafka acknowledged everything in `pending`, and deal with refusals."""
+        if not pending.deliveries:
+            return
+        # asyncio.wait, not gather: a caller's timeout must not cancel the producer's futures.
+        await asyncio.wait(pending.futures())
         refused = []
-        for item, error in zip(outgoing, errors):
+        for delivery in pending.deliveries:
+            error = delivery.future.exception()
             if error is None:
                 continue
             if isinstance(error, SETUP_REFUSALS):
                 raise OutputRefused(
-                    f"Kafka refused writes to {item.topic}: {describe_error(error)}; grant the service WRITE on that topic"
+                    f"Kafka refused writes to {delivery.topic}: {describe_error(error)}; grant the service WRITE on that topic"
                 ) from error
             if not isinstance(error, RECORD_REFUSALS):
                 raise error  # an outage or a bug: the caller decides
-            refused.append((item, error))
+            refused.extend((item, error) for item in delivery.outgoing())
         for item, error in refused:
             await self._resend_refused(item, error)
 
-    async def _send_all(self, outgoing: Sequence[Outgoing]) -> list[BaseException | None]:
-        deliveries: list[asyncio.Future] = []
-        for item in outgoing:
-            deliveries.append(await self._send(item))
-        results = await asyncio.gather(*deliveries, return_exceptions=True)
-        return [result if isinstance(result, BaseException) else None for result in results]
+    async def _enqueue_predictions(self, predictions: Sequence[tuple[ConsumerRecord, Prediction]], pending: Pending) -> None:
+        topic = self._output_topic
+        partitions = len(await self._sink.partitions_for(topic))
+        if partitions != self._partitions:
+            self._partition_of.clear()  # the topic grew: keys move, as they do for every producer
+            self._partitions = partitions
+        partition_of = self._partition_of
+        encode = encode_prediction
+        by_partition: dict[int, list[Row]] = {}
+        for record, prediction in predictions:
+            known = partition_of.get(prediction.user_id)
+            if known is None:
+                if len(partition_of) >= PARTITION_CACHE_KEYS:
+                    partition_of.clear()
+                key = encode_key(prediction.user_id)
+                # Kafka's default partitioner for keyed records, as the Java client and aiokafka's send() use.
+                known = partition_of[prediction.user_id] = (key, (murmur2(key) & 0x7FFFFFFF) % partitions)
+            key, partition = known
+            rows = by_partition.get(partition)
+            if rows is None:
+                rows = by_partition[partition] = []
+            rows.append((key, encode(prediction), NO_HEADERS, record))
+        for partition, rows in by_partition.items():
+            batch, first = self._sink.create_batch(), 0
+            for n, (key, value, _, _) in enumerate(rows):
+                if batch.append(timestamp=None, key=key, value=value, headers=NO_HEADERS) is None:
+                    future = await self._sink.send_batch(batch, topic, partition=partition)
+                    pending.deliveries.append(Delivery(future, topic, rows[first:n], False))
+                    batch, first = self._sink.create_batch(), n
+                    batch.append(timestamp=None, key=key, value=value, headers=NO_HEADERS)
+            future = await self._sink.send_batch(batch, topic, partition=partition)
+            pending.deliveries.append(Delivery(future, topic, rows[first:], False))
 
     async def _send(self, item: Outgoing) -> asyncio.Future:
         """The delivery future; an error raised at once (a record over the request size, no
@@ -121,7 +216,9 @@ class Publisher:
             return failed
 
     async def _send_alone(self, item: Outgoing) -> BaseException | None:
-        (error,) = await self._send_all([item])
+        future = await self._send(item)
+        await asyncio.wait([future])
+        error = future.exception()
         if error is not None and not isinstance(error, RECORD_REFUSALS):
             raise error
         return error

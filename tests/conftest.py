@@ -23,6 +23,7 @@ from model.train import train_and_evaluate
 from offline_store.loader import load_store
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from tests.integration.service_process import ServiceProcess
+from tests.integration.tcp_proxy import free_port
 
 STORE_USERS = 300
 
@@ -126,7 +127,9 @@ def start_service(pipeline_env, tmp_path):
     started: list[ServiceProcess] = []
 
     def start(**extra_env: str) -> ServiceProcess:
-        service = ServiceProcess({**pipeline_env, **extra_env}, tmp_path / f"service-{len(started)}.log").start()
+        # Instances on one machine cannot share METRICS_PORT, and tests start several at once.
+        env = {"METRICS_PORT": str(free_port()), **pipeline_env, **extra_env}
+        service = ServiceProcess(env, tmp_path / f"service-{len(started)}.log").start()
         started.append(service)
         return service
 

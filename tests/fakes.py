@@ -24,12 +24,33 @@ def make_record(value: bytes | None, *, topic: str = "input_topic", partition: i
 
 
 class InMemoryFeatureStore:
-    """Serves fixed features; can be told to fail like an unreachable MySQL."""
+    """Serves fixed features; can be told to fail like an unreachable MySQL (`failures_left`, or
+    `down` for everything)."""
 
     def __init__(self, features: dict[int, UserFeatures] | None = None, failures_before_success: int = 0) -> None:
         self.features = features or {}
         self.failures_left = failures_before_success
         self.lookups: list[list[int]] = []
+        self.version: int | None = 1
+        self.full_reads = 0
+        self.down = False
+
+    async def feature_set_version(self) -> int | None:
+        self._fail_if_down()
+        return self.version
+
+    async def count_features(self) -> int:
+        self._fail_if_down()
+        return len(self.features)
+
+    async def get_all_features(self) -> dict[int, UserFeatures]:
+        self._fail_if_down()
+        self.full_reads += 1
+        return dict(self.features)
+
+    def _fail_if_down(self) -> None:
+        if self.down:
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server (in-memory stand-in)")
 
     async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
         self.lookups.append(list(user_ids))
@@ -51,16 +72,22 @@ class InMemorySource:
         self._stop = stop
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int | str]] = []
+        self.delivered: list[ConsumerRecord] = []
+        self._empty_polls = 0
         self._log_start = log_start or {}
         self._log_end = log_end or {}
 
     async def getmany(self, *partitions, timeout_ms: int, max_records: int | None = None):
         if not self._batches:
-            self._stop.set()  # drained: let the loop finish
+            self._empty_polls += 1
+            if self._empty_polls >= 3:
+                self._stop.set()  # drained, and nothing came back after a rewind: let the loop finish
             return {}
+        self._empty_polls = 0
         batch = self._batches.pop(0)
         if isinstance(batch, Exception):
             raise batch
+        self.delivered.extend(batch)
         grouped: dict[TopicPartition, list[ConsumerRecord]] = {}
         for record in batch:
             grouped.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
@@ -71,16 +98,49 @@ class InMemorySource:
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks.append((partition, offset))
+        self._read_again(partition, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> bool:
         self.seeks.extend((tp, "beginning") for tp in partitions)
+        for tp in partitions:
+            self._read_again(tp, 0)
         return True
+
+    def _read_again(self, partition: TopicPartition, offset: int) -> None:
+        """Records already handed out at or past `offset` come again, first, as after a real seek."""
+        again = [r for r in self.delivered if (r.topic, r.partition) == partition and r.offset >= offset]
+        if again:
+            self.delivered = [r for r in self.delivered if r not in again]
+            self._batches.insert(0, again)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {tp for commit in self.commits for tp in commit} | set(self._log_start) | {TopicPartition("input_topic", 0)}
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        for commit in reversed(self.commits):
+            if partition in commit:
+                return commit[partition]
+        return None
 
     async def beginning_offsets(self, partitions):
         return {tp: self._log_start.get(tp, 0) for tp in partitions}
 
     async def end_offsets(self, partitions):
         return {tp: self._log_end.get(tp, 0) for tp in partitions}
+
+
+class InMemoryBatch:
+    """A producer record batch; holds up to `capacity` records, like one bounded by bytes."""
+
+    def __init__(self, capacity: int = 100) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, list]] = []
+        self.capacity = capacity
+
+    def append(self, *, timestamp, key, value, headers=()):
+        if len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value, list(headers)))
+        return object()
 
 
 class InMemorySink:
@@ -95,19 +155,36 @@ class InMemorySink:
         self.refuse = refuse
         self.refusal = refusal
         self.refused = 0
+        self.batches: list[tuple[str, int, int]] = []
 
     async def send(self, topic, value=None, key=None, *, headers=None) -> asyncio.Future:
+        return self._deliver(topic, [(key, value, list(headers or []))])
+
+    def create_batch(self) -> InMemoryBatch:
+        return InMemoryBatch()
+
+    async def send_batch(self, batch: InMemoryBatch, topic: str, *, partition: int) -> asyncio.Future:
+        """One future for the whole batch, which is written whole or not at all, as Kafka does."""
+        delivery = self._deliver(topic, batch.records)
+        if delivery.exception() is None:
+            self.batches.append((topic, partition, len(batch.records)))
+        return delivery
+
+    def _deliver(self, topic: str, records: list[tuple]) -> asyncio.Future:
         delivery = asyncio.get_running_loop().create_future()
-        if self.refuse(topic, value):
+        if any(self.refuse(topic, value) for _, value, _ in records):
             self.refused += 1
             delivery.set_exception(self.refusal)
         elif self.failures_left:
             self.failures_left -= 1
             delivery.set_exception(self.error)
         else:
-            self.sent.append((topic, value, key, list(headers or [])))
+            self.sent.extend((topic, value, key, headers) for key, value, headers in records)
             delivery.set_result(None)
         return delivery
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(4))
 
     def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
         return [message for message in self.sent if message[0] == topic]

@@ -295,7 +295,35 @@ def test_prediction_service_can_be_scaled(services: dict[str, Any]) -> None:
     service = services["prediction-service"]
     assert "container_name" not in service
     assert "ports" not in service
-    assert service.get("restart") == "unless-stopped"
+
+
+def test_our_programs_restart_a_bounded_number_of_times(app_services: dict[str, Any]) -> None:
+    """Every long-running service from our Dockerfile restarts `on-failure:N` with a small N, so a configuration error (exit 2) is no restart loop."""
+    long_running = {name: service for name, service in app_services.items() if name in {"prediction-service", "consumer"}}
+    assert len(long_running) == 2
+    for name, service in long_running.items():
+        policy = str(service.get("restart", "no"))
+        match = re.fullmatch(r"on-failure:(\d+)", policy)
+        assert match and 1 <= int(match[1]) <= 5, f"{name}: restart {policy!r} would restart a bad setting for ever"
+
+
+def test_the_service_is_healthy_only_when_readyz_says_so_and_the_producer_waits_for_it(services: dict[str, Any]) -> None:
+    """The service's healthcheck asks /readyz on its METRICS_PORT, and the producer starts only once it is healthy."""
+    service = services["prediction-service"]
+    port = environment_of(service)["METRICS_PORT"]
+    command = " ".join(service["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in command
+    assert environment_of(service)["METRICS_HOST"] == "0.0.0.0", "Prometheus scrapes from another container"
+    assert depends_on_of(services["producer"]).get("prediction-service") == "service_healthy"
+
+
+def test_images_we_do_not_build_are_pinned_to_a_version(services: dict[str, Any]) -> None:
+    """Kafka, MySQL, Prometheus and Grafana name an exact version tag, never `latest` or none."""
+    pulled = {name: service["image"] for name, service in services.items() if "build" not in service}
+    assert {"kafka", "mysql", "prometheus", "grafana"} <= set(pulled)
+    for name, image in pulled.items():
+        _, _, tag = image.rpartition(":")
+        assert re.fullmatch(r"v?\d+(\.\d+)+", tag), f"{name}: {image} is not pinned to a version"
 
 
 def test_dockerfile_installs_dependencies_before_copying_source_and_runs_as_non_root() -> None:

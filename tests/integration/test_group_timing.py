@@ -32,7 +32,7 @@ def test_a_batch_stuck_past_the_rebalance_deadline_is_abandoned_not_duplicated(p
     """An instance stuck on MySQL when a second one joins abandons its batch uncommitted and stays in the group;
     every event is then predicted exactly once."""
     with TcpProxy(pipeline_settings.mysql_host, pipeline_settings.mysql_port) as proxy:
-        stuck = start_service(MYSQL_PORT=str(proxy.port), **FAST_GROUP)
+        stuck = start_service(MYSQL_PORT=str(proxy.port), FEATURE_CACHE_MAX_USERS="0", **FAST_GROUP)
         stuck.wait_for_message("partitions assigned")
         proxy.cut()
         events = random_events(200, list(range(STORE_USERS)), seed=41)

@@ -31,7 +31,8 @@ def test_a_database_outage_holds_the_offsets_and_loses_nothing(pipeline_settings
     dead-letters none of them, and predicts them all once MySQL is back."""
     before, during = random_events(20, list(range(50)), seed=21), random_events(20, list(range(50)), seed=22)
     with TcpProxy(pipeline_settings.mysql_host, pipeline_settings.mysql_port) as proxy:
-        service = start_service(MYSQL_PORT=str(proxy.port), RETRY_BACKOFF_MAX_MS="300")
+        # No cache: every batch looks its users up, so the outage is in the batch's way.
+        service = start_service(MYSQL_PORT=str(proxy.port), RETRY_BACKOFF_MAX_MS="300", FEATURE_CACHE_MAX_USERS="0")
         send(pipeline_settings, before)
         read_predictions(pipeline_settings, [e.event_id for e in before])
         deadline = time.monotonic() + 30
@@ -54,6 +55,22 @@ def test_a_database_outage_holds_the_offsets_and_loses_nothing(pipeline_settings
         assert service.alive
         assert service.stop() == 0
     assert asyncio.run(committed_total(pipeline_settings)) == len(before) + len(during)
+
+
+def test_with_the_features_in_memory_a_database_outage_does_not_stop_predictions(pipeline_settings, start_service):
+    """The whole feature table fits the cache: MySQL cut mid-stream, events are still predicted, and the
+    failed refresh is logged once."""
+    events = random_events(30, list(range(50)), seed=23)
+    with TcpProxy(pipeline_settings.mysql_host, pipeline_settings.mysql_port) as proxy:
+        service = start_service(MYSQL_PORT=str(proxy.port), FEATURE_CACHE_VERSION_CHECK_S="1")
+        service.wait_for_message("feature cache: snapshot")
+        proxy.cut()
+        send(pipeline_settings, events)
+        predictions = predictions_by_event(read_predictions(pipeline_settings, [e.event_id for e in events]))
+        assert {e.event_id for e in events} <= set(predictions)
+        service.wait_for_message("cannot refresh cached features", timeout_s=30)
+        assert sum("cannot refresh cached features" in m for m in service.messages()) == 1
+        assert service.stop() == 0
 
 
 def test_a_store_without_the_feature_table_stops_start_up_with_a_hint(start_service, stack_settings):

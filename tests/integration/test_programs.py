@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.integration.kafka_helpers import read_topic
 from tests.integration.service_process import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -54,3 +56,22 @@ def test_the_consumer_stops_after_an_idle_timeout(pipeline_env):
     result = run_program("consumer.py", pipeline_env, "--idle-timeout-s", "1")
     assert result.returncode == 0, result.stderr
     assert "received 0 records" in result.stdout
+
+
+def test_the_live_view_tallies_predictions_dead_letters_and_models(pipeline_env, pipeline_settings, start_service):
+    """consumer.py --live --from-beginning counts every prediction and dead letter a producer run caused, by kind and model."""
+    service = start_service()
+    produced = run_program("producer.py", pipeline_env, "--count", "40", "--rate", "0", "--invalid-ratio", "0.25", "--seed", "4", "--users", "300")
+    assert produced.returncode == 0, produced.stderr
+    valid, invalid = (int(n) for n in re.search(r"(\d+) valid, (\d+) invalid", produced.stdout).groups())
+    for topic, wanted in ((pipeline_settings.output_topic, valid), (pipeline_settings.dlq_topic, invalid)):
+        assert len(asyncio.run(read_topic(pipeline_settings, topic, lambda rs, n=wanted: len(rs) >= n, 60))) == wanted
+
+    live = run_program("consumer.py", {**pipeline_env, "COLUMNS": "120"}, "--live", "--from-beginning", "--idle-timeout-s", "3")
+    assert live.returncode == 0, live.stderr
+    assert f"{valid} predictions," in live.stdout and "latency (ms)" in live.stdout
+    assert re.search(rf"│ \d{{8}}T\d{{6}}Z-\w+ +│ +{valid} │", live.stdout), "one model version served them all"
+    by_kind = re.findall(r"│ (not_utf8|not_json|invalid_field|invalid_pages) +│ +(\d+) │", live.stdout)
+    assert sum(int(n) for _, n in by_kind) == invalid
+    assert live.stdout.strip().splitlines()[-1].startswith(f"received {valid} predictions and {invalid} dead letters")
+    assert service.stop() == 0

@@ -53,7 +53,7 @@ def test_a_stop_while_kafka_is_unreachable_exits_cleanly_and_quietly(start_servi
 def test_a_stop_during_a_database_outage_exits_cleanly_without_committing(pipeline_settings, start_service):
     """MySQL cut with a batch in hand: SIGTERM ends the retries with exit 0 and commits nothing for that batch."""
     with TcpProxy(pipeline_settings.mysql_host, pipeline_settings.mysql_port) as proxy:
-        service = start_service(MYSQL_PORT=str(proxy.port), SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S))
+        service = start_service(MYSQL_PORT=str(proxy.port), SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S), FEATURE_CACHE_MAX_USERS="0")
         service.wait_for_message("partitions assigned")
         proxy.cut()
         events = random_events(20, list(range(STORE_USERS)), seed=31)

@@ -54,3 +54,9 @@ def test_a_dead_letter_reason_with_control_characters_is_escaped():
     line = render_dead_letter(make_record(b"x", headers=headers))
     assert line.isprintable()
     assert "\\x07" in line
+
+
+def test_the_summary_ends_with_latency_percentiles_in_milliseconds():
+    """With latencies recorded, the summary adds p50, p95, p99 and max after the event, in ms."""
+    summary = ReaderSummary(records=4, probabilities=[0.5] * 4, latencies_ms=[12.0, 20.0, 31.0, 400.0], seconds=2.0)
+    assert summary.render("output_topic").endswith("; latency after the event p50 20 ms, p95 400 ms, p99 400 ms, max 400 ms")

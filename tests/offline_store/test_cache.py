@@ -1,3 +1,6 @@
+import asyncio
+import logging
+
 from offline_store.cache import CachedFeatureStore
 from offline_store.features import UserFeatures
 from tests.fakes import InMemoryFeatureStore
@@ -13,25 +16,25 @@ class Clock:
         return self.now
 
 
-class Versions:
-    def __init__(self) -> None:
-        self.version = 1
-        self.reads = 0
-
-    async def __call__(self):
-        self.reads += 1
-        return self.version
+async def cached(store, *, max_users=100, ttl_s=60.0, check_s=5.0):
+    clock = Clock()
+    cache = CachedFeatureStore(store, max_users, ttl_s, check_s, clock)
+    await cache.refresh()
+    return cache, clock
 
 
-def cached(store, *, max_users=100, ttl_s=60.0, check_s=5.0):
-    clock, versions = Clock(), Versions()
-    return CachedFeatureStore(store, max_users, ttl_s, versions, check_s, clock), clock, versions
+# Per user: the table is larger than the cache may hold.
+
+def big_store(**features) -> InMemoryFeatureStore:
+    store = InMemoryFeatureStore({1: ALICE, **{1000 + n: ALICE for n in range(200)}})
+    return store
 
 
 async def test_a_batchs_misses_are_fetched_in_one_lookup_and_hits_in_none():
-    """The first batch asks the store once for all its users; the same users again cost no lookup."""
-    store = InMemoryFeatureStore({1: ALICE})
-    cache, _, _ = cached(store)
+    """Per user, the first batch asks the store once for all its users; the same users again cost no lookup."""
+    store = big_store()
+    cache, _ = await cached(store)
+    assert cache.mode == "per user"
     assert await cache.get_features([1, 2, 1, 3]) == {1: ALICE}
     assert len(store.lookups) == 1 and sorted(store.lookups[0]) == [1, 2, 3]
     assert await cache.get_features([3, 1, 2]) == {1: ALICE}
@@ -41,8 +44,8 @@ async def test_a_batchs_misses_are_fetched_in_one_lookup_and_hits_in_none():
 
 async def test_users_the_store_does_not_know_are_cached_as_cold_start():
     """A cold-start user is remembered as such: a second event from them is no query."""
-    store = InMemoryFeatureStore({})
-    cache, _, _ = cached(store)
+    store = big_store()
+    cache, _ = await cached(store)
     assert await cache.get_features([7]) == {}
     assert await cache.get_features([7]) == {}
     assert len(store.lookups) == 1
@@ -50,8 +53,8 @@ async def test_users_the_store_does_not_know_are_cached_as_cold_start():
 
 async def test_entries_expire_after_the_ttl():
     """Past FEATURE_CACHE_TTL_S the store is asked again, and a changed row is seen."""
-    store = InMemoryFeatureStore({1: ALICE})
-    cache, clock, _ = cached(store, ttl_s=60)
+    store = big_store()
+    cache, clock = await cached(store, ttl_s=60)
     await cache.get_features([1])
     store.features[1] = ALICE._replace(purchase_count=4)
     clock.now = 59.0
@@ -62,21 +65,70 @@ async def test_entries_expire_after_the_ttl():
 
 async def test_the_cache_holds_at_most_its_bound():
     """More users than FEATURE_CACHE_MAX_USERS evict the oldest; the size never passes the bound."""
-    cache, _, _ = cached(InMemoryFeatureStore({}), max_users=50)
+    cache, _ = await cached(big_store(), max_users=50)
     for start in range(0, 500, 25):
         await cache.get_features(range(start, start + 25))
         assert cache.size <= 50
 
 
-async def test_a_rebuilt_store_empties_the_cache_at_the_next_version_check():
-    """When the loader bumps the feature-set version, cached rows are dropped within the check interval."""
-    store = InMemoryFeatureStore({1: ALICE})
-    cache, clock, versions = cached(store, check_s=5)
+async def test_a_rebuilt_store_empties_the_per_user_entries_at_the_next_check():
+    """When the loader bumps the feature-set version, cached rows are dropped at the next refresh."""
+    store = big_store()
+    cache, _ = await cached(store)
     await cache.get_features([1])
     store.features[1] = ALICE._replace(mean_last_3_purchases=99.0)
-    versions.version = 2
-    clock.now = 4.0
     assert (await cache.get_features([1]))[1].mean_last_3_purchases == 40.0, "not checked yet"
-    clock.now = 5.5
+    store.version = 2
+    await cache.refresh()
     assert (await cache.get_features([1]))[1].mean_last_3_purchases == 99.0
-    assert versions.reads == 2, "the version is read once per interval, not per batch"
+
+
+# Snapshot: the whole table fits.
+
+async def test_a_table_that_fits_is_served_from_memory_without_queries():
+    """With the table loaded once, lookups (known and cold-start users alike) never reach the store."""
+    store = InMemoryFeatureStore({1: ALICE, 2: ALICE})
+    cache, _ = await cached(store)
+    assert cache.mode == "snapshot" and cache.size == 2
+    assert await cache.get_features([1, 5, 2]) == {1: ALICE, 2: ALICE}
+    assert store.lookups == [] and store.full_reads == 1
+
+
+async def test_the_snapshot_is_reloaded_on_a_new_version_or_after_the_ttl_and_not_otherwise():
+    """A version bump or an expired snapshot reloads it; a refresh with neither reads only the version."""
+    store = InMemoryFeatureStore({1: ALICE})
+    cache, clock = await cached(store, ttl_s=60)
+    await cache.refresh()
+    assert store.full_reads == 1
+    store.features[2] = ALICE
+    store.version = 2
+    await cache.refresh()
+    assert store.full_reads == 2 and 2 in await cache.get_features([2])
+    clock.now = 61.0
+    await cache.refresh()
+    assert store.full_reads == 3
+
+
+async def test_a_database_outage_keeps_the_snapshot_serving(caplog):
+    """MySQL down: refreshes fail in the background, once logged, and predictions keep their features."""
+    store = InMemoryFeatureStore({1: ALICE})
+    cache = CachedFeatureStore(store, 100, 60.0, 0.01)
+    await cache.start()
+    store.down = True
+    with caplog.at_level(logging.WARNING):
+        await asyncio.sleep(0.1)
+    assert await cache.get_features([1]) == {1: ALICE}
+    assert len([r for r in caplog.records if "cannot refresh cached features" in r.getMessage()]) == 1
+    await cache.close()
+
+
+async def test_a_table_that_outgrows_the_bound_switches_to_per_user_caching():
+    """When user_features grows past FEATURE_CACHE_MAX_USERS, the snapshot is dropped for per-user entries."""
+    store = InMemoryFeatureStore({1: ALICE})
+    cache, _ = await cached(store, max_users=10)
+    assert cache.mode == "snapshot"
+    store.features.update({100 + n: ALICE for n in range(20)})
+    store.version = 2
+    await cache.refresh()
+    assert cache.mode == "per user"
+    assert await cache.get_features([1]) == {1: ALICE} and len(store.lookups) == 1

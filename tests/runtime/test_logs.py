@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from config import Settings
+from runtime.connection_logs import RETRY_COVER_S, SayConnectionErrorsOnce
 from runtime.logs import CollapseRepeats, configure_logging
 
 
@@ -60,7 +61,8 @@ def test_flush_reports_the_repeats_of_an_ended_window(capture):
     now = [0.0]
     collapse = CollapseRepeats(window_s=10, clock=lambda: now[0])
     configure_logging(Settings(log_format="console"), stream=capture)
-    logging.getLogger().handlers[0].filters[-1:] = [collapse]
+    # CollapseRepeats alone: the connection-error filter would hold these back first.
+    logging.getLogger().handlers[0].filters[:] = [collapse]
     for _ in range(5):
         logging.getLogger("aiokafka.conn").error("Unable connect to node %s", 1)
     collapse.flush()
@@ -86,3 +88,92 @@ def test_console_lines_escape_control_characters(capture):
     logging.getLogger("x").warning("reason: %s", "bad\x1b[2J\nforged")
     (line,) = capture.getvalue().splitlines()
     assert "\\x1b[2J\\nforged" in line
+
+
+def clocked_connection_filter(capture):
+    """Console logging at INFO whose connection-error filter runs on a clock the test moves."""
+    now = [0.0]
+    configure_logging(Settings(log_format="console"), stream=capture)
+    filters = logging.getLogger().handlers[0].filters
+    index = next(i for i, f in enumerate(filters) if isinstance(f, SayConnectionErrorsOnce))
+    filters[index] = SayConnectionErrorsOnce(window_s=10, clock=lambda: now[0])
+    return now, filters[index]
+
+
+def our_kafka_retry_line():
+    logging.getLogger("service.retry").warning(
+        "Kafka unavailable while creating topics (attempt 1): KafkaConnectionError: Unable to bootstrap; next try in 0.2 s",
+        extra={"dependency": "Kafka"},
+    )
+
+
+def test_a_connection_error_our_retry_line_reports_is_logged_once_by_us(capture):
+    """aiokafka's 'Unable connect' followed by our Kafka retry line shows only ours; later client repeats stay hidden."""
+    now, _ = clocked_connection_filter(capture)
+    logging.getLogger("aiokafka").error('Unable connect to "%s": %s', "127.0.0.1:1", "[Errno 111] Connect call failed")
+    our_kafka_retry_line()
+    for second in (5.0, 12.0, 30.0):
+        now[0] = second
+        logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    lines = capture.getvalue().splitlines()
+    assert len(lines) == 1 and "Kafka unavailable while creating topics" in lines[0]
+
+
+def test_a_connection_error_no_step_of_ours_reports_still_shows_once_per_window(capture):
+    """With no retry line of ours (an idle consumer polling a dead broker), the client's errors show once per window with a count."""
+    now, connection_errors = clocked_connection_filter(capture)
+    for tick in range(10):
+        now[0] = float(tick)
+        logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    assert capture.getvalue() == "", "held while our retry line may still come"
+    now[0] = 10.5
+    logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    lines = capture.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("Unable connect to node with id 1: [Errno 111] (11 client connection errors in the last 10 s)")
+    now[0] = 11.0
+    logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    now[0] = 21.5
+    connection_errors.flush()
+    assert capture.getvalue().splitlines()[-1].endswith("(1 client connection error in the last 10 s)")
+
+
+def test_our_retry_line_covers_client_errors_only_for_a_while(capture):
+    """Client connection errors long after our last Kafka retry line are a new outage, held and shown again."""
+    now, connection_errors = clocked_connection_filter(capture)
+    our_kafka_retry_line()
+    now[0] = RETRY_COVER_S + 1
+    logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    now[0] += 10
+    connection_errors.flush()
+    assert capture.getvalue().splitlines()[-1].endswith("(1 client connection error in the last 10 s)")
+
+
+def test_at_debug_every_client_connection_error_shows_at_once(capture):
+    """LOG_LEVEL=debug holds nothing back."""
+    configure_logging(Settings(log_format="console", log_level="debug"), stream=capture)
+    logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
+    assert "Unable connect to node with id 1" in capture.getvalue()
+
+
+def test_other_client_errors_are_not_held(capture):
+    """Only connection failures are held back; another aiokafka error shows at once."""
+    clocked_connection_filter(capture)
+    logging.getLogger("aiokafka.consumer.group_coordinator").error("OffsetCommit failed for group %s due to group error", "g")
+    assert "OffsetCommit failed" in capture.getvalue()
+
+
+def test_the_symptoms_of_one_unreachable_broker_make_one_line_per_window(capture):
+    """Failed connects, fetches and sends for want of a connection, from aiokafka's several modules, show as one counted line."""
+    now, _ = clocked_connection_filter(capture)
+    symptoms = [
+        ("aiokafka", "Unable connect to node with id 1: [Errno 111] Connect call failed"),
+        ("aiokafka.consumer.fetcher", "Failed fetch messages from 1: NodeNotReadyError: Attempt to send a request to node which is not ready"),
+        ("aiokafka.producer.sender", "Got error produce response: NodeNotReadyError: Attempt to send a request to node which is not ready"),
+        ("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"),
+    ]
+    for tick in range(12):
+        now[0] = float(tick)
+        name, message = symptoms[tick % len(symptoms)]
+        logging.getLogger(name).error(message)
+    lines = capture.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("(11 client connection errors in the last 10 s)")

@@ -86,35 +86,54 @@ async def test_stopping_during_an_outage_commits_nothing(model):
     assert sink.sent == []
 
 
-async def test_a_failed_delivery_is_retried_before_the_commit(model):
-    """A broker timeout on publish re-sends the batch; the commit comes only after a full acknowledgement."""
+async def test_a_failed_delivery_rewinds_to_the_last_commit_and_is_processed_again(model):
+    """A broker timeout on publish drops the work in flight, rewinds, and the batch is predicted and committed after all."""
     sink = InMemorySink(failures_before_success=1, error=KafkaTimeoutError())
-    loop, source, sink, _, _ = make_loop([[make_record(event_bytes(event_id="a")), make_record(event_bytes(event_id="b"))]], model, sink=sink)
+    records = [make_record(event_bytes(event_id="a"), offset=0), make_record(event_bytes(event_id="b"), offset=1)]
+    loop, source, sink, _, _ = make_loop([records], model, sink=sink)
     await loop.run()
     assert loop.stats.retries == 1
-    assert {decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)} == {"a", "b"}
-    assert len(source.commits) == 1
+    assert (TopicPartition("input_topic", 0), "beginning") in source.seeks, "nothing was committed yet: back to the start"
+    assert sorted(decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)) == ["a", "b"]
+    assert source.commits == [{TopicPartition("input_topic", 0): 2}]
 
 
-async def test_commit_happens_after_outputs_are_acknowledged(model):
-    """Offsets are never committed ahead of the predictions they stand for."""
-    order = []
+async def test_offsets_are_committed_only_for_delivered_outputs(model):
+    """Every commit covers only records whose predictions Kafka had already acknowledged."""
+    delivered_ids: set[str] = set()
 
     class RecordingSink(InMemorySink):
-        async def send(self, topic, value=None, key=None, *, headers=None):
-            order.append("send")
-            return await super().send(topic, value, key, headers=headers)
+        async def send_batch(self, batch, topic, *, partition):
+            delivery = await super().send_batch(batch, topic, partition=partition)
+            delivered_ids.update(decode_prediction(value).event_id for _, value, _ in batch.records)
+            return delivery
 
-    loop, source, _, _, _ = make_loop([[make_record(event_bytes())], [make_record(event_bytes())]], model, sink=RecordingSink())
+    batches = [[make_record(event_bytes(event_id=f"e{n}"), offset=n)] for n in range(6)]
+    by_offset = {n: f"e{n}" for n in range(6)}
+    loop, source, _, _, _ = make_loop(batches, model, sink=RecordingSink())
     original_commit = source.commit
 
     async def commit(offsets):
-        order.append("commit")
+        for offset in range(offsets[TopicPartition("input_topic", 0)]):
+            assert by_offset[offset] in delivered_ids, f"offset {offset} committed before its prediction was delivered"
         await original_commit(offsets)
 
     source.commit = commit
     await loop.run()
-    assert order == ["send", "commit", "send", "commit"]
+    assert source.commits and source.commits[-1] == {TopicPartition("input_topic", 0): 6}
+
+
+async def test_predictions_go_out_as_one_batch_per_partition_in_input_order(model):
+    """A batch's predictions are sent as record batches per output partition, and each user's stay in order."""
+    records = [make_record(event_bytes(user_id=n % 7, event_id=f"e{n:03d}"), offset=n) for n in range(120)]
+    loop, _, sink, _, _ = make_loop([records], model)
+    await loop.run()
+    assert len(sink.batches) < 20, "batches, not one send per record"
+    per_user: dict[bytes, list[str]] = {}
+    for _, value, key, _ in sink.to(SETTINGS.output_topic):
+        per_user.setdefault(key, []).append(decode_prediction(value).event_id)
+    assert all(ids == sorted(ids) for ids in per_user.values())
+    assert sum(len(ids) for ids in per_user.values()) == 120
 
 
 async def test_a_commit_lost_to_a_rebalance_does_not_stop_the_loop(model):
@@ -134,6 +153,7 @@ async def test_a_model_returning_garbage_is_an_error_not_a_dead_letter(model):
 
     class BrokenModel:
         version = "broken"
+        scorer = None  # no fast path: predictions go through predict()
 
         def predict(self, pages, users):
             return np.full(len(pages), np.nan)
@@ -144,10 +164,13 @@ async def test_a_model_returning_garbage_is_an_error_not_a_dead_letter(model):
     assert sink.sent == [] and source.commits == []
 
 
-def test_next_offsets_is_one_past_the_highest_offset_per_partition():
+def test_next_offsets_is_one_past_the_last_offset_per_partition():
     """Commit positions are per partition and point at the next record to read."""
-    records = [make_record(b"x", partition=0, offset=7), make_record(b"x", partition=0, offset=3), make_record(b"x", partition=2, offset=0)]
-    assert next_offsets(records) == {TopicPartition("input_topic", 0): 8, TopicPartition("input_topic", 2): 1}
+    by_partition = {
+        TopicPartition("input_topic", 0): [make_record(b"x", partition=0, offset=3), make_record(b"x", partition=0, offset=7)],
+        TopicPartition("input_topic", 2): [make_record(b"x", partition=2, offset=0)],
+    }
+    assert next_offsets(by_partition) == {TopicPartition("input_topic", 0): 8, TopicPartition("input_topic", 2): 1}
 
 
 class HangingFeatureStore(InMemoryFeatureStore):

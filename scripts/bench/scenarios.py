@@ -1,0 +1,139 @@
+"""The benchmark's scenarios: drain a backlog, or hold a steady rate, and measure what came out."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.kafka_io import create_topics, events, load_backlog, read_times, record_count, send_paced
+from bench.processes import Pinned, start_pinned
+from config import Settings
+
+USERS = 10_000
+DRAIN_TIMEOUT_S = 180.0
+
+
+@dataclass
+class DrainResult:
+    name: str
+    events: int
+    events_per_s: float
+    cpu_s_per_10k: float
+    peak_rss_mb: float
+    instances: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LatencyResult:
+    name: str
+    rate_per_s: float
+    events: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    missing: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+
+
+def run_env(settings: Settings, base_env: dict[str, str], input_topic: str, **extra: str) -> dict[str, str]:
+    run = uuid.uuid4().hex[:8]
+    return {
+        **base_env,
+        "INPUT_TOPIC": input_topic,
+        "OUTPUT_TOPIC": f"bench-{run}-out",
+        "DLQ_TOPIC": f"bench-{run}-dlq",
+        "KAFKA_GROUP_ID": f"bench-{run}",
+        "LOG_FORMAT": "json",
+        # Two instances on one machine would want the same metrics port; the benchmark reads none.
+        "METRICS_PORT": "0",
+        **extra,
+    }
+
+
+async def new_backlog(settings: Settings, count: int, seed: int, distinct_users: bool = False) -> str:
+    topic = f"bench-{uuid.uuid4().hex[:8]}-in"
+    await create_topics(settings, topic)
+    await load_backlog(settings, topic, events(count, USERS, seed, distinct_users))
+    return topic
+
+
+async def drain(
+    name: str, script: str, settings: Settings, env: dict[str, str], count: int, log_dir: Path, cores: list[int | None],
+) -> DrainResult:
+    """Start the program (one process per core) on a loaded backlog and time it from its first output to its last."""
+    output = env["OUTPUT_TOPIC"]
+    await create_topics(settings, output, env["DLQ_TOPIC"])
+    processes = [start_pinned(script, env, core, log_dir / f"{slug(name)}-{n}.log") for n, core in enumerate(cores)]
+    try:
+        cpu_at_first = None
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        done = 0
+        while time.monotonic() < deadline:
+            _check_alive(processes)
+            done = await record_count(settings, output)
+            if done and cpu_at_first is None:
+                cpu_at_first = sum(p.cpu_s() for p in processes)
+            if done >= count:
+                break
+            await asyncio.sleep(0.05)
+        cpu = sum(p.cpu_s() for p in processes) - (cpu_at_first or 0.0)
+        rss = max(p.peak_rss_mb() for p in processes)
+    finally:
+        for p in processes:
+            p.stop()
+    times = await read_times(settings, output, min(done, count))
+    span_s = max((times.last_ms - times.first_ms) / 1000, 1e-3)
+    return DrainResult(name, len(times.by_event), len(times.by_event) / span_s, cpu / max(done, 1) * 10_000, rss, len(cores))
+
+
+async def steady_latency(
+    name: str, settings: Settings, env: dict[str, str], rate: float, seconds: float, log_dir: Path, core: int | None,
+) -> LatencyResult:
+    """Hold `rate` events/s for `seconds` against a running, caught-up service; latency is the output
+    record's Kafka timestamp minus the input record's."""
+    input_topic, output = env["INPUT_TOPIC"], env["OUTPUT_TOPIC"]
+    await create_topics(settings, input_topic, output, env["DLQ_TOPIC"])
+    service = start_pinned("prediction_service.py", env, core, log_dir / f"latency-{slug(name)}.log")
+    try:
+        await _wait_for_log(service, "partitions assigned", 60)
+        await asyncio.sleep(1.0)  # let the first fetches settle
+        sent = await send_paced(settings, input_topic, events(10**9, USERS, seed=int(rate)), rate, seconds)
+        inputs = await read_times(settings, input_topic, sent)
+        outputs = await read_times(settings, output, sent, timeout_s=60)
+    finally:
+        service.stop()
+    latencies = sorted(outputs.by_event[e] - t for e, t in inputs.by_event.items() if e in outputs.by_event)
+    if not latencies:
+        raise SystemExit(f"{name}: no predictions; see {service.log_path}")
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return LatencyResult(name, rate, len(latencies), q[49], q[94], q[98], latencies[-1], sent - len(latencies), [float(x) for x in latencies])
+
+
+def slug(name: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in name).split())
+
+
+def _check_alive(processes: list[Pinned]) -> None:
+    for p in processes:
+        if p.process.poll() is not None:
+            raise SystemExit(f"{p.log_path.name} exited with {p.process.returncode}; see {p.log_path}")
+
+
+async def _wait_for_log(process: Pinned, fragment: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while fragment not in process.log_path.read_text(errors="replace"):
+        _check_alive([process])
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {fragment!r} in {process.log_path} after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
