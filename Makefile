@@ -10,12 +10,13 @@ INSTALLED := $(VENV)/.installed
 # .env is not included here: make would cut a value at `#` and expand `$`. The programs
 # (config.py) and the stack (stack/lib.sh) each read it with python-dotenv instead.
 
-.PHONY: help install up down status train demo test test-unit benchmark clean
+.PHONY: help install up down status train demo test test-unit lint benchmark clean
 
 help:
 	@echo "make demo       install, start Kafka + MariaDB, train, run producer -> service -> consumer"
 	@echo "make test       install, start the stack, run every test"
 	@echo "make test-unit  the tests that need neither Kafka nor MySQL"
+	@echo "make lint       ruff and mypy over the whole tree (settings in pyproject.toml)"
 	@echo "make benchmark  throughput and latency of the real service on the local stack (~20 s after training)"
 	@echo "make up / down  start / stop the local Kafka and MariaDB (state in .stack/)"
 	@echo "make train      load the offline store and train the model"
@@ -57,9 +58,14 @@ test: install up
 test-unit: install
 	$(PY) -m pytest -m "not integration"
 
+# Settings in pyproject.toml; mypy checks the files it lists there (the whole tree).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
 benchmark: train
 	$(PY) scripts/benchmark.py
 
 clean:
 	@bash stack/down.sh --purge
-	rm -rf $(VENV) model/artifacts .pytest_cache
+	rm -rf $(VENV) model/artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -117,7 +117,7 @@ class Settings:
     kafka_heartbeat_interval_ms: int = _setting("KAFKA_HEARTBEAT_INTERVAL_MS", 3_000, _integer(100, 600_000))
     kafka_rebalance_timeout_ms: int = _setting("KAFKA_REBALANCE_TIMEOUT_MS", 30_000, _integer(1_000, 1_800_000))
     kafka_max_poll_interval_ms: int = _setting("KAFKA_MAX_POLL_INTERVAL_MS", 300_000, _integer(1_000, 3_600_000))
-    kafka_fetch_max_wait_ms: int = _setting("KAFKA_FETCH_MAX_WAIT_MS", 10, _integer(1, 10_000))
+    kafka_fetch_max_wait_ms: int = _setting("KAFKA_FETCH_MAX_WAIT_MS", 5, _integer(1, 10_000))
     output_compression: str = _setting("OUTPUT_COMPRESSION", "zstd", _choice(*COMPRESSION_TYPES))
 
     mysql_host: str = _setting("MYSQL_HOST", "127.0.0.1", _text)
@@ -135,7 +135,7 @@ class Settings:
 
     model_path: Path = _setting("MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", _project_path)
 
-    batch_max_records: int = _setting("BATCH_MAX_RECORDS", 500, _integer(1, 100_000))
+    batch_max_records: int = _setting("BATCH_MAX_RECORDS", 2_000, _integer(1, 100_000))
     poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))
     # Acknowledged offsets are committed at most this often (and whenever the loop is idle); a
     # crash replays at most this much work.

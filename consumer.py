@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run_live(settings, plan) if args.live else run(settings, plan))
     except KafkaError as exc:
-        print(f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)", file=sys.stderr)
+        print(
+            f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

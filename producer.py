@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed for a repeatable stream (default: random)")
     parser.add_argument("--invalid-ratio", type=ratio, default=0.0, help="share of invalid events, 0..1 (default 0)")
     parser.add_argument("--users", type=int, default=10_000, help="draw user ids from 0..N-1 (default 10000, as the loader)")
-    parser.add_argument("--unknown-user-ratio", type=ratio, default=0.02, help="share of events from users the store does not know (default 0.02)")
+    parser.add_argument(
+        "--unknown-user-ratio", type=ratio, default=0.02, help="share of events from users the store does not know (default 0.02)"
+    )
     parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
     args = parser.parse_args(argv)
     if args.count < 0 or args.rate < 0 or args.users < 1:

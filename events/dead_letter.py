@@ -57,7 +57,8 @@ def dead_letter_headers(
     """The original record's headers (minus stale dlq.* ones), then ours."""
     kept = [(key, value) for key, value in original if key not in DLQ_HEADERS]
     reason = error.reason if len(error.reason) <= MAX_REASON_CHARS else error.reason[:MAX_REASON_CHARS] + "…"
-    return kept + [
+    return [
+        *kept,
         (ERROR_KIND, error.kind.encode()),
         (ERROR_REASON, reason.encode()),
         (SOURCE_TOPIC, topic.encode()),

@@ -26,7 +26,7 @@ NEXT_PAGE: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "help": (("home", "account", "other"), (0.6, 0.2, 0.2)),
     "other": (("home", "product", "other"), (0.5, 0.3, 0.2)),
 }
-ENTRY_PAGES = (("home", "search", "category", "product", "other"), (0.35, 0.2, 0.15, 0.25, 0.05))
+ENTRY_PAGES: tuple[tuple[str, ...], tuple[float, ...]] = (("home", "search", "category", "product", "other"), (0.35, 0.2, 0.15, 0.25, 0.05))
 
 
 def random_pages(rng: random.Random) -> tuple[str, str, str]:
@@ -48,5 +48,5 @@ def random_event(rng: random.Random, user_id: int, timestamp: datetime) -> Input
         event_id=new_event_id(rng),
         user_id=user_id,
         timestamp=timestamp,
-        last_three_pages_visited=list(random_pages(rng)),
+        last_three_pages_visited=random_pages(rng),
     )

@@ -68,7 +68,9 @@ def render(tally: LiveTally, now: float | None = None):
     from rich.console import Group
     from rich.table import Table
 
-    rate = Table(title=f"{tally.predictions} predictions, {tally.rate(now):.1f}/s over the last {RATE_WINDOW_S:.0f} s", title_justify="left")
+    rate = Table(
+        title=f"{tally.predictions} predictions, {tally.rate(now):.1f}/s over the last {RATE_WINDOW_S:.0f} s", title_justify="left"
+    )
     rate.add_column("latency (ms)")
     for name in ("p50", "p95", "p99", "max"):
         rate.add_column(name, justify="right")

@@ -57,7 +57,8 @@ def render_prediction(prediction: Prediction, now: datetime) -> str:
     filled = round(p * BAR_WIDTH)
     return (
         f"user {prediction.user_id:>7}  p={p:.3f} {'█' * filled}{'░' * (BAR_WIDTH - filled)}"
-        f"  event {printable(prediction.event_id)}  ({age_ms(prediction, now):.0f} ms after the event, model {printable(prediction.model_version)})"
+        f"  event {printable(prediction.event_id)}"
+        f"  ({age_ms(prediction, now):.0f} ms after the event, model {printable(prediction.model_version)})"
     )
 
 

@@ -31,8 +31,8 @@ RECENCY_SCALE_DAYS = 30.0
 
 def feature_frame(pages: Sequence[tuple[str, str, str]], users: Sequence[UserFeatures]) -> pd.DataFrame:
     """Raw feature columns, one row per event; `pages[i]` belongs to the user with `users[i]`."""
-    page_1, page_2, page_3 = zip(*pages) if pages else ((), (), ())
-    mean_last_3, count, days_since, is_new = zip(*users) if users else ((), (), (), ())
+    page_1, page_2, page_3 = zip(*pages, strict=True) if pages else ((), (), ())
+    mean_last_3, count, days_since, is_new = zip(*users, strict=True) if users else ((), (), (), ())
     return pd.DataFrame(
         {
             "page_1": pd.Series(page_1, dtype=object),

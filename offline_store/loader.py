@@ -44,7 +44,7 @@ async def create_schema(conn: aiomysql.Connection) -> None:
 async def replace_history(conn: aiomysql.Connection, history: PurchaseHistory) -> None:
     async with conn.cursor() as cursor:
         await cursor.execute("TRUNCATE TABLE purchases")
-        rows = list(zip(history.user_ids.tolist(), history.amounts.tolist(), history.purchased_at))
+        rows = list(zip(history.user_ids.tolist(), history.amounts.tolist(), history.purchased_at, strict=True))
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             chunk = rows[start : start + INSERT_CHUNK_ROWS]
             await cursor.executemany(

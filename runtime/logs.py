@@ -115,7 +115,11 @@ class CollapseRepeats(logging.Filter):
             if repeats.suppressed:
                 name, level, _template = key
                 logging.getLogger(name).log(
-                    level, "%s (repeated %d times in the last %.0f s)", repeats.last_message, repeats.suppressed, now - repeats.window_started
+                    level,
+                    "%s (repeated %d times in the last %.0f s)",
+                    repeats.last_message,
+                    repeats.suppressed,
+                    now - repeats.window_started,
                 )
 
 

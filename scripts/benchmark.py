@@ -73,7 +73,8 @@ async def main(args: argparse.Namespace) -> None:
         seed_topic = await new_backlog(settings, args.seed_events, seed=1)
         env = run_env(settings, base, seed_topic)
         topics += [seed_topic, env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
-        drains.append(await drain("seed per-message design", "scripts/seed_baseline.py", settings, env, args.seed_events, logs, [SERVICE_CORE]))
+        seed = await drain("seed per-message design", "scripts/seed_baseline.py", settings, env, args.seed_events, logs, [SERVICE_CORE])
+        drains.append(seed)
 
         print(f"== backlog of {args.events:,} events", flush=True)
         backlog = await new_backlog(settings, args.events, seed=2)
@@ -100,7 +101,8 @@ async def main(args: argparse.Namespace) -> None:
             big = await new_backlog(settings, args.memory_events, seed=3, distinct_users=True)
             env = run_env(settings, base, big)
             topics += [big, env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
-            drains.append(await drain("prediction service, 1M distinct users", "prediction_service.py", settings, env, args.memory_events, logs, [SERVICE_CORE]))
+            name = f"prediction service, {args.memory_events:,} distinct users"
+            drains.append(await drain(name, "prediction_service.py", settings, env, args.memory_events, logs, [SERVICE_CORE]))
     finally:
         await delete_topics(settings, topics)
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaProducer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-from aiokafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from config import COMPRESSION_TYPES, load_settings  # noqa: E402
-from events.schema import Prediction, encode_key, encode_prediction  # noqa: E402
-from messaging.topics import ensure_topics  # noqa: E402
+from config import COMPRESSION_TYPES, load_settings
+from events.schema import Prediction, encode_key, encode_prediction
+from messaging.topics import ensure_topics
 
 # The codec ids of Kafka's record-batch attributes.
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}

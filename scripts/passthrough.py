@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from config import load_settings  # noqa: E402
+from config import load_settings
 
 
 async def main() -> None:
@@ -45,7 +45,8 @@ async def main() -> None:
     last_commit = time.monotonic()
     try:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=2 if in_flight else settings.poll_timeout_ms, max_records=settings.batch_max_records)
+            timeout_ms = 2 if in_flight else settings.poll_timeout_ms
+            batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=settings.batch_max_records)
             deliveries = []
             for tp, records in batches.items():
                 batch = producer.create_batch()

@@ -12,6 +12,7 @@ the service's validation or failure handling, and is not meant to be run for any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -19,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiomysql  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+import aiomysql
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from config import load_settings  # noqa: E402
-from model.artifact import load_model  # noqa: E402
-from offline_store.features import COLD_START, UserFeatures  # noqa: E402
+from config import load_settings
+from model.artifact import load_model
+from offline_store.features import COLD_START, UserFeatures
 
 QUERY = "SELECT mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features WHERE user_id = %s"
 
@@ -67,7 +68,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

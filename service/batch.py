@@ -17,7 +17,6 @@ from model.artifact import PurchaseModel
 from offline_store.features import COLD_START, FeatureStore
 from service.stats import ServiceStats
 
-
 log = logging.getLogger(__name__)
 
 # Batches up to this size are scored on the event loop when the model is folded (about 20 ms).
@@ -42,7 +41,7 @@ def split_batch(records: Sequence[ConsumerRecord]) -> SplitBatch:
             batch.valid.append((record, parse_event(record.value)))
         except InvalidEvent as error:
             batch.invalid.append((record, error))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # A parser gap, not an outage: if it escaped, its uncommitted record would stop the
             # service on every restart. Dead-letter it so it can be studied, and go on.
             log.exception("unexpected error parsing %s[%d]@%d", record.topic, record.partition, record.offset)
@@ -85,5 +84,5 @@ async def predict_events(
     # Positional arguments and tolist(): this runs once per event.
     return [
         Prediction(event.event_id, event.user_id, probability, version, event.timestamp, predicted_at)
-        for event, probability in zip(events, probabilities.tolist())
+        for event, probability in zip(events, probabilities.tolist(), strict=True)
     ]

@@ -21,7 +21,7 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 
 class Histogram:
     """Counts per bucket (not cumulative), their sum and their count."""
 
-    __slots__ = ("bounds", "counts", "sum", "count", "_bounds_array")
+    __slots__ = ("_bounds_array", "bounds", "count", "counts", "sum")
 
     def __init__(self, bounds: Iterable[float]) -> None:
         self.bounds = tuple(sorted(bounds))
@@ -61,7 +61,7 @@ class Histogram:
         """(upper bound, observations at or below it) for every bucket, ending with +Inf."""
         running = 0
         buckets = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += count
             buckets.append((bound, running))
         return buckets

@@ -47,7 +47,9 @@ ACK_POLL_MS = 2
 class RecordSource(Repositionable, Protocol):
     """The part of AIOKafkaConsumer the loop uses."""
 
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None) -> dict[TopicPartition, list[ConsumerRecord]]: ...
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]: ...
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
 
@@ -89,6 +91,7 @@ class PredictionLoop:
         self._acknowledged: dict[TopicPartition, int] = {}  # delivered, not yet committed
         self._last_commit = time.monotonic()
         self._settling = asyncio.Lock()  # the loop and a rebalance may both settle and commit
+        self._committing: asyncio.Task | None = None
         self._failures = 0  # delivery failures in a row, for the backoff
         self._rewind_needed = False
 
@@ -105,13 +108,13 @@ class PredictionLoop:
             try:
                 async with self._settling:
                     await self._settle(wait_all=False)
-                    await self._commit(force=not records)
+                    self._commit_in_background(force=not records)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 await self._recover_from_failed_delivery(exc)
         if not await self.drain(timeout_s=None):
-            log.warning("stopped with deliveries unacknowledged; they will be processed again on the next start")
+            log.warning("stopped before all in hand was acknowledged and committed; the rest is processed again on the next start")
 
     async def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
@@ -149,7 +152,10 @@ class PredictionLoop:
     async def process(self, by_partition: dict[TopicPartition, list[ConsumerRecord]]) -> InFlight:
         """Validate, predict and hand the outputs to the producer; acknowledgement comes later."""
         started, taken_at = time.perf_counter(), time.monotonic()
-        records = next(iter(by_partition.values())) if len(by_partition) == 1 else [r for rs in by_partition.values() for r in rs]
+        if len(by_partition) == 1:
+            records = next(iter(by_partition.values()))
+        else:
+            records = [record for partition_records in by_partition.values() for record in partition_records]
         batch = split_batch(records)
         parsed = time.perf_counter()
         self.stats.observe_stage("parse", parsed - started)
@@ -165,7 +171,7 @@ class PredictionLoop:
         )
         sources = [record for record, _ in batch.valid]
         enqueued = time.perf_counter()
-        pending = await self._publisher.enqueue(list(zip(sources, predictions)), batch.invalid)
+        pending = await self._publisher.enqueue(list(zip(sources, predictions, strict=True)), batch.invalid)
         return InFlight(
             pending, next_offsets(by_partition), len(records), len(predictions), len(batch.invalid),
             started, taken_at, [record.timestamp for record in sources], enqueued,
@@ -194,23 +200,58 @@ class PredictionLoop:
         if batch.input_ms:
             self.stats.observe_latencies(time.time() - np.array(batch.input_ms) / 1000)
 
-    async def _commit(self, force: bool) -> None:
+    def _commit_in_background(self, force: bool) -> None:
+        """Start committing what is acknowledged, when due, without the loop waiting for it:
+        a commit's round trip would otherwise hold up every record that arrives meanwhile."""
+        running = self._committing
+        if running is not None:
+            if not running.done():
+                return
+            self._committing = None
+            running.result()  # a bug or a set-up error surfaces here; outages are handled inside
         if not self._acknowledged:
             return
         if not force and time.monotonic() - self._last_commit < self._settings.commit_interval_ms / 1000:
             return
         offsets, self._acknowledged = self._acknowledged, {}
+        self._committing = asyncio.create_task(self._commit_offsets(offsets))
+
+    async def _commit_now(self) -> bool:
+        """Wait for the commit under way, then commit the rest; False if Kafka could not take it."""
+        if self._committing is not None:
+            running, self._committing = self._committing, None
+            await asyncio.wait({running})
+            running.result()
+        if not self._acknowledged:
+            return True
+        offsets, self._acknowledged = self._acknowledged, {}
+        return await self._commit_offsets(offsets)
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> bool:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(self._source.commit(offsets), COMMIT_TIMEOUT_S)
-            self.stats.observe_stage("commit", time.perf_counter() - started)
-        except TimeoutError:
-            raise TimeoutError(f"no commit acknowledgement within {COMMIT_TIMEOUT_S:g} s") from None
         except (CommitFailedError, IllegalStateError) as exc:
             # The partitions moved to another instance before the commit: it replays from the
             # last commit, which is the at-least-once contract. Nothing is lost.
             log.warning("could not commit %s after a rebalance; the new owner will process them again: %s", offsets, exc)
-        self._last_commit = time.monotonic()
+            return False
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Not committed yet: they go with the next commit, unless newer offsets do first.
+            for tp, offset in offsets.items():
+                self._acknowledged.setdefault(tp, offset)
+            error = "no answer" if isinstance(exc, TimeoutError) else describe_error(exc)
+            log.warning(
+                "Kafka unavailable while committing offsets: %s; they go with the next commit", error, extra={"dependency": "Kafka"}
+            )
+            self.stats.record_retry("Kafka")
+            return False
+        finally:
+            self._last_commit = time.monotonic()
+        self.stats.observe_stage("commit", time.perf_counter() - started)
+        return True
 
     async def _recover_from_failed_delivery(self, exc: BaseException) -> None:
         """Drop the work in flight, back off, and read it again from the last commit.
@@ -267,7 +308,7 @@ class PredictionLoop:
                     await asyncio.wait({self._processing})
                 async with self._settling:
                     await self._settle(wait_all=True)
-                    await self._commit(force=True)
+                    committed = await self._commit_now()
         except TimeoutError:
             return False
         except Exception as exc:
@@ -275,7 +316,10 @@ class PredictionLoop:
                 raise
             log.warning("could not finish the work in hand: %s", describe_error(exc))
             return False
-        return True
+        return committed
+
+    async def close(self) -> None:
+        await self._publisher.close()
 
     async def abandon(self, why: str) -> None:
         """Give up the work in hand before it commits; its records will be read again."""

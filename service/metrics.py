@@ -66,21 +66,39 @@ class ServiceCollector:
     def collect(self) -> Iterator[Metric]:
         stats = self._stats
         outcomes = {"predicted": stats.predictions, "dead_lettered": stats.dead_letters}
-        yield _counter(EVENTS_TOTAL, "Input records finished with (their prediction or dead letter acknowledged by Kafka), by outcome.", outcomes, "outcome")
-        yield _counter(DEAD_LETTERS_TOTAL, "Invalid input records sent to the dead-letter topic, by kind.", dict(stats.dead_letters_by_kind), "kind")
-        yield _counter(RETRIES_TOTAL, "Retries of a step that failed because a dependency was unavailable.", dict(stats.retries_by_dependency), "dependency")
+        yield _counter(
+            EVENTS_TOTAL,
+            "Input records finished with (their prediction or dead letter acknowledged by Kafka), by outcome.",
+            outcomes,
+            "outcome",
+        )
+        yield _counter(
+            DEAD_LETTERS_TOTAL, "Invalid input records sent to the dead-letter topic, by kind.", dict(stats.dead_letters_by_kind), "kind"
+        )
+        yield _counter(
+            RETRIES_TOTAL,
+            "Retries of a step that failed because a dependency was unavailable.",
+            dict(stats.retries_by_dependency),
+            "dependency",
+        )
         yield _counter(BATCHES_TOTAL, "Micro-batches whose outputs Kafka acknowledged.", {"": stats.batches})
-        yield _counter(ABANDONED_BATCHES_TOTAL, "Batches abandoned uncommitted (rebalance or shutdown deadline).", {"": stats.abandoned_batches})
+        yield _counter(
+            ABANDONED_BATCHES_TOTAL, "Batches abandoned uncommitted (rebalance or shutdown deadline).", {"": stats.abandoned_batches}
+        )
         yield _counter(SKIPPED_OFFSETS_TOTAL, "Input offsets lost to retention before they could be read.", {"": stats.skipped_offsets})
         yield _counter(UNDELIVERABLE_RECORDS_TOTAL, "Dead letters Kafka refused even in their smallest form.", {"": stats.undeliverable})
         yield _histogram(STAGE_SECONDS, "Time one batch spent in each stage.", stats.stage_seconds, "stage")
         yield _histogram(BATCH_SECONDS, "Time from a batch's start to Kafka acknowledging its outputs.", {"": stats.batch_seconds})
         yield _histogram(LATENCY_SECONDS, "From an event's timestamp to its prediction acknowledged by Kafka.", {"": stats.latency_seconds})
-        lag = GaugeMetricFamily(PARTITION_LAG, "High watermark minus position, per partition this instance owns.", labels=["topic", "partition"])
+        lag = GaugeMetricFamily(
+            PARTITION_LAG, "High watermark minus position, per partition this instance owns.", labels=["topic", "partition"]
+        )
         for (topic, partition), records in sorted(stats.partition_lag.items()):
             lag.add_metric([topic, str(partition)], records)
         yield lag
-        yield GaugeMetricFamily(BATCH_AGE_SECONDS, "How long the oldest batch in hand has been in hand; 0 with none.", value=stats.batch_age_s())
+        yield GaugeMetricFamily(
+            BATCH_AGE_SECONDS, "How long the oldest batch in hand has been in hand; 0 with none.", value=stats.batch_age_s()
+        )
         yield from self._cache()
         yield from self._health_families()
 

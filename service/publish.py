@@ -35,6 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from events.dead_letter import DeadLetter, dead_letter_headers, fit_dead_letter, strip_dead_letter
 from events.schema import InvalidEvent, Prediction, encode_key, encode_prediction
+from service.batch_sender import PartitionSender
 from service.retry import describe_error
 from service.stats import ServiceStats
 
@@ -48,6 +49,7 @@ MAX_REQUEST_BYTES = 1_048_576
 DEAD_LETTER_MAX_BYTES = MAX_REQUEST_BYTES * 95 // 100
 MAX_BATCH_BYTES = 256 * 1024
 NO_HEADERS: list[tuple[str, bytes]] = []
+
 # Users whose key and partition are remembered; murmur2 in Python costs 2 µs a key.
 PARTITION_CACHE_KEYS = 100_000
 
@@ -66,7 +68,10 @@ class RecordBatch(Protocol):
 class RecordSink(Protocol):
     """The part of AIOKafkaProducer the loop uses."""
 
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, *, headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future: ...
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+        partition: int | None = None, headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future: ...
 
     def create_batch(self) -> RecordBatch: ...
 
@@ -127,6 +132,7 @@ class Publisher:
         self._dlq_topic = dlq_topic
         self._stats = stats
         self._partition_of: dict[int, tuple[bytes, int]] = {}  # user id → (key, partition)
+        self._senders: dict[int, PartitionSender] = {}
         self._partitions = 0
 
     async def enqueue(
@@ -157,7 +163,7 @@ class Publisher:
             return
         # asyncio.wait, not gather: a caller's timeout must not cancel the producer's futures.
         await asyncio.wait(pending.futures())
-        refused = []
+        refused: list[tuple[Outgoing, BaseException]] = []
         for delivery in pending.deliveries:
             error = delivery.future.exception()
             if error is None:
@@ -194,23 +200,27 @@ class Publisher:
             if rows is None:
                 rows = by_partition[partition] = []
             rows.append((key, encode(prediction), NO_HEADERS, record))
+        senders = self._senders
         for partition, rows in by_partition.items():
-            batch, first = self._sink.create_batch(), 0
-            for n, (key, value, _, _) in enumerate(rows):
-                if batch.append(timestamp=None, key=key, value=value, headers=NO_HEADERS) is None:
-                    future = await self._sink.send_batch(batch, topic, partition=partition)
-                    pending.deliveries.append(Delivery(future, topic, rows[first:n], False))
-                    batch, first = self._sink.create_batch(), n
-                    batch.append(timestamp=None, key=key, value=value, headers=NO_HEADERS)
-            future = await self._sink.send_batch(batch, topic, partition=partition)
-            pending.deliveries.append(Delivery(future, topic, rows[first:], False))
+            sender = senders.get(partition)
+            if sender is None:
+                sender = senders[partition] = PartitionSender(self._sink, topic, partition)
+            by_future: dict[asyncio.Future, list[Row]] = {}
+            for row in rows:
+                by_future.setdefault(sender.append(row[0], row[1]), []).append(row)
+            sender.flush()
+            pending.deliveries.extend(Delivery(future, topic, batch_rows, False) for future, batch_rows in by_future.items())
+
+    async def close(self) -> None:
+        for sender in self._senders.values():
+            await sender.close()
 
     async def _send(self, item: Outgoing) -> asyncio.Future:
         """The delivery future; an error raised at once (a record over the request size, no
         metadata in time) becomes one too, so that every delivery already under way is awaited."""
         try:
             return await self._sink.send(item.topic, item.value, item.key, headers=item.headers or None)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - handed on through the future, like any failed delivery
             failed = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
             return failed
@@ -230,7 +240,8 @@ class Publisher:
             return
         if not item.is_dead_letter:
             log.warning("Kafka refused the prediction for %s: %s; dead-lettering the event", where, describe_error(error))
-            item = dead_letter_for(item.source, InvalidEvent("rejected_by_kafka", f"prediction refused: {describe_error(error)}"), self._dlq_topic)
+            rejected = InvalidEvent("rejected_by_kafka", f"prediction refused: {describe_error(error)}")
+            item = dead_letter_for(item.source, rejected, self._dlq_topic)
             if await self._send_alone(item) is None:
                 return
         smallest = strip_dead_letter(DeadLetter(item.key, item.value, item.headers))

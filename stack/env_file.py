@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import KNOWN_VARIABLES, ConfigError, values_from_env_file  # noqa: E402
+from config import KNOWN_VARIABLES, ConfigError, values_from_env_file
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ def event_bytes(user_id: int = 1, pages=("home", "product", "cart"), event_id: s
                 timestamp: str = "2026-11-26T12:00:00Z") -> bytes:
     return encode_event(
         InputEvent(event_id=event_id, user_id=user_id, timestamp=datetime.fromisoformat(timestamp),
-                   last_three_pages_visited=list(pages))
+                   last_three_pages_visited=tuple(pages))
     )
 
 

@@ -157,13 +157,15 @@ class InMemorySink:
         self.refused = 0
         self.batches: list[tuple[str, int, int]] = []
 
-    async def send(self, topic, value=None, key=None, *, headers=None) -> asyncio.Future:
+    async def send(self, topic, value=None, key=None, *, partition=None, headers=None) -> asyncio.Future:
         return self._deliver(topic, [(key, value, list(headers or []))])
 
     def create_batch(self) -> InMemoryBatch:
         return InMemoryBatch()
 
-    async def send_batch(self, batch: InMemoryBatch, topic: str, *, partition: int) -> asyncio.Future:
+    # `batch` is unannotated so that the sink matches the service's RecordSink protocol; it is
+    # always an InMemoryBatch from create_batch.
+    async def send_batch(self, batch, topic: str, *, partition: int) -> asyncio.Future:
         """One future for the whole batch, which is written whole or not at all, as Kafka does."""
         delivery = self._deliver(topic, batch.records)
         if delivery.exception() is None:
@@ -174,9 +176,11 @@ class InMemorySink:
         delivery = asyncio.get_running_loop().create_future()
         if any(self.refuse(topic, value) for _, value, _ in records):
             self.refused += 1
+            assert self.refusal is not None, "refuse= needs a refusal= to raise"
             delivery.set_exception(self.refusal)
         elif self.failures_left:
             self.failures_left -= 1
+            assert self.error is not None, "failures_before_success= needs an error= to raise"
             delivery.set_exception(self.error)
         else:
             self.sent.extend((topic, value, key, headers) for key, value, headers in records)

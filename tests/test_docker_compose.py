@@ -298,7 +298,8 @@ def test_prediction_service_can_be_scaled(services: dict[str, Any]) -> None:
 
 
 def test_our_programs_restart_a_bounded_number_of_times(app_services: dict[str, Any]) -> None:
-    """Every long-running service from our Dockerfile restarts `on-failure:N` with a small N, so a configuration error (exit 2) is no restart loop."""
+    """Every long-running service from our Dockerfile restarts `on-failure:N` with a small N, so a configuration error
+    (exit 2) is no restart loop."""
     long_running = {name: service for name, service in app_services.items() if name in {"prediction-service", "consumer"}}
     assert len(long_running) == 2
     for name, service in long_running.items():

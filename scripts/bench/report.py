@@ -14,7 +14,11 @@ def table(drains: list[DrainResult], latencies: list[LatencyResult], ratios: dic
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {d.name} | {d.events_per_s:,.0f} | {d.cpu_s_per_10k:.2f} | {d.peak_rss_mb:.0f} |" for d in drains]
-    lines += ["", "| Latency (output − input Kafka timestamp) | rate/s | events | p50 ms | p95 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| Latency (output − input Kafka timestamp) | rate/s | events | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     lines += [
         f"| {r.name} | {r.rate_per_s:,.0f} | {r.events:,} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} |"
         for r in latencies

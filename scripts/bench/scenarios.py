@@ -6,6 +6,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,7 +70,7 @@ async def new_backlog(settings: Settings, count: int, seed: int, distinct_users:
 
 
 async def drain(
-    name: str, script: str, settings: Settings, env: dict[str, str], count: int, log_dir: Path, cores: list[int | None],
+    name: str, script: str, settings: Settings, env: dict[str, str], count: int, log_dir: Path, cores: Sequence[int | None],
 ) -> DrainResult:
     """Start the program (one process per core) on a loaded backlog and time it from its first output to its last."""
     output = env["OUTPUT_TOPIC"]
@@ -108,7 +109,7 @@ async def steady_latency(
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        sent = await send_paced(settings, input_topic, events(10**9, USERS, seed=int(rate)), rate, seconds)
+        sent = await send_paced(settings, input_topic, events(int(rate * seconds), USERS, seed=int(rate)), rate, seconds)
         inputs = await read_times(settings, input_topic, sent)
         outputs = await read_times(settings, output, sent, timeout_s=60)
     finally:
@@ -117,7 +118,8 @@ async def steady_latency(
     if not latencies:
         raise SystemExit(f"{name}: no predictions; see {service.log_path}")
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return LatencyResult(name, rate, len(latencies), q[49], q[94], q[98], latencies[-1], sent - len(latencies), [float(x) for x in latencies])
+    missing = sent - len(latencies)
+    return LatencyResult(name, rate, len(latencies), q[49], q[94], q[98], latencies[-1], missing, [float(x) for x in latencies])
 
 
 def slug(name: str) -> str:

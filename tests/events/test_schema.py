@@ -1,3 +1,4 @@
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -5,8 +6,6 @@ import pytest
 from events.invalid_samples import INVALID_SAMPLES, random_invalid
 from events.schema import InvalidEvent, Prediction, decode_prediction, encode_prediction, parse_event
 from tests.factories import event_bytes
-
-import random
 
 
 def test_a_valid_event_is_parsed_and_cleaned():

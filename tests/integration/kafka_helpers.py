@@ -43,7 +43,7 @@ async def read_topic(
     return records
 
 
-async def create_topic(settings: Settings, name: str, partitions: int = 4, **configs: str) -> None:
+async def create_topic(settings: Settings, name: str, partitions: int = 4, /, **configs: str) -> None:
     """Create a topic ahead of the service, with topic-level settings such as max.message.bytes."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()

@@ -36,7 +36,9 @@ def test_the_demo_passes_with_every_core_busy_and_its_log_survives_redirection(p
     env = {**os.environ, **pipeline_env, "DEMO_EVENTS": str(DEMO_EVENTS), "DEMO_LOG_DIR": str(tmp_path / "logs")}
     env.pop("METRICS_PORT", None)  # the demo picks a free port of its own
     with log_path.open("wb") as log:
-        result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=BUSY_S - 20)
+        result = subprocess.run(
+            ["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=BUSY_S - 20
+        )
     text = log_path.read_text(errors="replace")
     assert result.returncode == 0, text[-4000:]
     lines = text.splitlines()

@@ -45,7 +45,8 @@ def decode(record) -> str:
 
 
 def test_a_record_near_one_megabyte_is_dead_lettered_cut_to_fit_and_the_partition_goes_on(pipeline_settings, start_service):
-    """The broker takes a 1,048,500-byte record; its dead letter is truncated with size and digest, and the 249 events behind it are predicted."""
+    """The broker takes a 1,048,500-byte record; its dead letter is truncated with size and digest, and the 249 events
+    behind it are predicted."""
     big = b"{" + b"x" * (NEAR_ONE_MB - 1)
     events = random_events(249, list(range(STORE_USERS)), seed=7)
     # One key for all, so the events queue up behind the big record on its partition.
@@ -67,7 +68,8 @@ def test_a_record_near_one_megabyte_is_dead_lettered_cut_to_fit_and_the_partitio
 
 
 def test_a_dead_letter_the_topic_refuses_is_sent_without_its_value(pipeline_settings, start_service):
-    """A DLQ topic with a 20 kB limit refuses a 100 kB dead letter; it goes out in its smallest form and the next event is still predicted."""
+    """A DLQ topic with a 20 kB limit refuses a 100 kB dead letter; it goes out in its smallest form and the next event
+    is still predicted."""
     asyncio.run(create_topic(pipeline_settings, pipeline_settings.dlq_topic, **{"max.message.bytes": "20000"}))
     bad = random.Random(8).randbytes(100_000)  # incompressible, so no codec brings it under the limit
     (after,) = random_events(1, list(range(STORE_USERS)), seed=8)

@@ -12,8 +12,8 @@ from events.invalid_samples import INVALID_SAMPLES
 from events.schema import decode_prediction, encode_event, encode_key, parse_event
 from model.artifact import load_model
 from offline_store.features import COLD_START
-from tests.factories import random_events
 from tests.conftest import STORE_USERS
+from tests.factories import random_events
 from tests.integration.kafka_helpers import read_topic, send_records
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,9 @@ def read_predictions(settings, event_ids, timeout_s=60):
     return records
 
 
-def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_model(pipeline_settings, start_service, store_database, model_path):
+def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_model(
+    pipeline_settings, start_service, store_database, model_path
+):
     """N events in, N predictions out with matching ids, each equal to predict_proba on the same features (1e-9)."""
     _db, known = store_database
     events = random_events(200, user_ids=list(range(STORE_USERS)), seed=1)
@@ -50,7 +52,7 @@ def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_mode
     model = load_model(model_path)
     cleaned = [parse_event(encode_event(e)) for e in events]
     expected = model.predict([e.pages for e in cleaned], [known.get(e.user_id, COLD_START) for e in cleaned])
-    for event, probability in zip(cleaned, expected):
+    for event, probability in zip(cleaned, expected, strict=True):
         prediction = predictions[event.event_id]
         assert prediction.user_id == event.user_id
         assert prediction.model_version == model.version

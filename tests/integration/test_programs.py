@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -23,13 +24,22 @@ def run_program(script: str, env: dict[str, str], *args: str, timeout_s: float =
     )
 
 
+def at_least(count: int) -> Callable[[list], bool]:
+    """A read_topic condition: `count` records or more."""
+    return lambda records: len(records) >= count
+
+
 def test_producer_service_and_consumer_work_together(pipeline_env, start_service):
     """The producer reports valid and invalid counts; the consumer prints one line per valid event and a summary."""
     service = start_service()
-    produced = run_program("producer.py", pipeline_env, "--count", "60", "--rate", "0", "--invalid-ratio", "0.2", "--seed", "3", "--users", "300")
+    produced = run_program(
+        "producer.py", pipeline_env, "--count", "60", "--rate", "0", "--invalid-ratio", "0.2", "--seed", "3", "--users", "300"
+    )
     assert produced.returncode == 0, produced.stderr
     summary = produced.stdout.strip().splitlines()[-1]
-    valid, invalid = (int(n) for n in re.search(r"(\d+) valid, (\d+) invalid", summary).groups())
+    counts = re.search(r"(\d+) valid, (\d+) invalid", summary)
+    assert counts, summary
+    valid, invalid = (int(n) for n in counts.groups())
     assert valid + invalid == 60 and invalid > 0
 
     consumed = run_program("consumer.py", pipeline_env, "--from-beginning", "--count", str(valid))
@@ -61,11 +71,15 @@ def test_the_consumer_stops_after_an_idle_timeout(pipeline_env):
 def test_the_live_view_tallies_predictions_dead_letters_and_models(pipeline_env, pipeline_settings, start_service):
     """consumer.py --live --from-beginning counts every prediction and dead letter a producer run caused, by kind and model."""
     service = start_service()
-    produced = run_program("producer.py", pipeline_env, "--count", "40", "--rate", "0", "--invalid-ratio", "0.25", "--seed", "4", "--users", "300")
+    produced = run_program(
+        "producer.py", pipeline_env, "--count", "40", "--rate", "0", "--invalid-ratio", "0.25", "--seed", "4", "--users", "300"
+    )
     assert produced.returncode == 0, produced.stderr
-    valid, invalid = (int(n) for n in re.search(r"(\d+) valid, (\d+) invalid", produced.stdout).groups())
+    counts = re.search(r"(\d+) valid, (\d+) invalid", produced.stdout)
+    assert counts, produced.stdout
+    valid, invalid = (int(n) for n in counts.groups())
     for topic, wanted in ((pipeline_settings.output_topic, valid), (pipeline_settings.dlq_topic, invalid)):
-        assert len(asyncio.run(read_topic(pipeline_settings, topic, lambda rs, n=wanted: len(rs) >= n, 60))) == wanted
+        assert len(asyncio.run(read_topic(pipeline_settings, topic, at_least(wanted), 60))) == wanted
 
     live = run_program("consumer.py", {**pipeline_env, "COLUMNS": "120"}, "--live", "--from-beginning", "--idle-timeout-s", "3")
     assert live.returncode == 0, live.stderr

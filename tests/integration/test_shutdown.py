@@ -77,7 +77,11 @@ def private_kafka(tmp_path):
 def test_a_stop_during_a_broker_outage_exits_in_time_and_loses_nothing(private_kafka, pipeline_env, start_service):
     """Broker killed mid-stream: SIGTERM ends the service with exit 0 within SHUTDOWN_TIMEOUT_S, the client's
     error storm is collapsed, and after the broker returns every event is predicted (nothing undelivered was committed)."""
-    env = {"KAFKA_BOOTSTRAP_SERVERS": private_kafka.bootstrap_servers, "BATCH_MAX_RECORDS": "50", "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": private_kafka.bootstrap_servers,
+        "BATCH_MAX_RECORDS": "50",
+        "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+    }
     settings: Settings = env_settings(**{**pipeline_env, **env})
     events = random_events(3000, list(range(STORE_USERS)), seed=32)
     service = start_service(**env)

@@ -20,6 +20,7 @@ def test_a_terminal_gets_a_bar_with_the_count_sent():
     """On a terminal the callback draws a bar that ends at the count sent."""
     stream = Terminal()
     with progress_on(stream, 300, "sending to input_topic") as progress:
+        assert progress is not None
         progress(150)
         progress(300)
     assert "sending to input_topic" in stream.getvalue() and "300/300" in stream.getvalue()

@@ -23,7 +23,10 @@ def model():
 def random_batch(n: int, seed: int = 5):
     rng = random.Random(seed)
     pages = [tuple(rng.choice([*KNOWN_PAGES, "never-seen"]) for _ in range(3)) for _ in range(n)]
-    users = [UserFeatures(rng.uniform(0, 900), rng.randint(0, 80), rng.uniform(0, 800), False) if rng.random() < 0.8 else COLD_START for _ in range(n)]
+    users = [
+        UserFeatures(rng.uniform(0, 900), rng.randint(0, 80), rng.uniform(0, 800), False) if rng.random() < 0.8 else COLD_START
+        for _ in range(n)
+    ]
     return pages, users
 
 
@@ -41,7 +44,7 @@ def test_a_single_event_scores_like_a_batch(model):
     fast = model.with_fast_path()
     pages, users = random_batch(50)
     together = fast.predict(pages, users)
-    alone = [fast.predict([p], [u])[0] for p, u in zip(pages, users)]
+    alone = [fast.predict([p], [u])[0] for p, u in zip(pages, users, strict=True)]
     assert np.allclose(together, alone, rtol=0, atol=1e-15)
 
 
@@ -61,6 +64,7 @@ def test_a_pipeline_of_another_shape_falls_back_to_predict_proba(model):
 def test_a_scorer_that_disagrees_with_the_pipeline_is_refused(model, monkeypatch):
     """If the folded numbers drift from predict_proba by more than 1e-9 the model is not served."""
     honest = fold_pipeline(model.pipeline)
+    assert honest is not None
     monkeypatch.setattr(artifact, "fold_pipeline", lambda pipeline: dataclasses.replace(honest, intercept=honest.intercept + 1e-6))
     with pytest.raises(ModelArtifactError, match="refusing to serve"):
         model.with_fast_path()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import pandas as pd
 import pytest
 
@@ -30,7 +31,9 @@ def test_sql_features_match_the_history_they_come_from(store_settings):
 
     async def read(pool):
         purchases = await fetch_all(pool, "SELECT user_id, amount, purchased_at, purchase_id FROM purchases", (), 30)
-        features = await fetch_all(pool, "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase, computed_at FROM user_features", (), 30)
+        features = await fetch_all(
+            pool, "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase, computed_at FROM user_features", (), 30
+        )
         return purchases, features
 
     purchases, features = asyncio.run(with_store(store_settings, read))

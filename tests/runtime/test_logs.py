@@ -48,7 +48,10 @@ def test_repeated_client_errors_collapse_to_one_line_with_a_count():
     """A hundred identical aiokafka errors in one window show once; the next window's first says how many were held back."""
     now = [0.0]
     collapse = CollapseRepeats(window_s=10, clock=lambda: now[0])
-    records = [logging.makeLogRecord({"name": "aiokafka.conn", "levelno": logging.ERROR, "msg": "Unable connect to %s", "args": ("n1",)}) for _ in range(101)]
+    records = [
+        logging.makeLogRecord({"name": "aiokafka.conn", "levelno": logging.ERROR, "msg": "Unable connect to %s", "args": ("n1",)})
+        for _ in range(101)
+    ]
     passed = [collapse.filter(r) for r in records[:100]]
     assert passed.count(True) == 1
     now[0] = 11.0
@@ -129,7 +132,8 @@ def test_a_connection_error_no_step_of_ours_reports_still_shows_once_per_window(
     now[0] = 10.5
     logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
     lines = capture.getvalue().splitlines()
-    assert len(lines) == 1 and lines[0].endswith("Unable connect to node with id 1: [Errno 111] (11 client connection errors in the last 10 s)")
+    assert len(lines) == 1
+    assert lines[0].endswith("Unable connect to node with id 1: [Errno 111] (11 client connection errors in the last 10 s)")
     now[0] = 11.0
     logging.getLogger("aiokafka.client").error("Unable connect to node with id %s: %s", 1, "[Errno 111]")
     now[0] = 21.5
@@ -167,7 +171,10 @@ def test_the_symptoms_of_one_unreachable_broker_make_one_line_per_window(capture
     now, _ = clocked_connection_filter(capture)
     symptoms = [
         ("aiokafka", "Unable connect to node with id 1: [Errno 111] Connect call failed"),
-        ("aiokafka.consumer.fetcher", "Failed fetch messages from 1: NodeNotReadyError: Attempt to send a request to node which is not ready"),
+        (
+            "aiokafka.consumer.fetcher",
+            "Failed fetch messages from 1: NodeNotReadyError: Attempt to send a request to node which is not ready",
+        ),
         ("aiokafka.producer.sender", "Got error produce response: NodeNotReadyError: Attempt to send a request to node which is not ready"),
         ("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"),
     ]

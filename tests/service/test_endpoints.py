@@ -5,7 +5,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
-from service.endpoints import EndpointUnavailable, Endpoints, serve_endpoints
+from service.endpoints import Endpoints, EndpointUnavailable, serve_endpoints
 from service.health import HealthState
 from service.stats import ServiceStats
 
@@ -53,6 +53,7 @@ async def test_healthz_and_readyz_answer_503_until_the_state_says_otherwise(clie
     client = await client_for(Endpoints(stats, health))
     assert (await client.get("/healthz")).status == 200
     health.mark_loop_started()
+    assert health.loop_started_at is not None
     health.loop_started_at = stats.last_active_at = health.loop_started_at - 301
     response = await client.get("/healthz")
     assert response.status == 503 and (await response.json())["status"] == "stalled"

@@ -42,7 +42,8 @@ async def test_ready_only_when_the_model_is_loaded_the_group_joined_and_mysql_an
     health.model_version = "v1"
     assert not (await health.readiness(now=1.0))[0]
     health.group_joined = True
-    assert (await health.readiness(now=2.0)) == (True, {"status": "ready", "model_loaded": True, "group_joined": True, "mysql_reachable": True})
+    all_passed = {"status": "ready", "model_loaded": True, "group_joined": True, "mysql_reachable": True}
+    assert (await health.readiness(now=2.0)) == (True, all_passed)
     assert answers == ["asked"], "the probe's answer is reused for MYSQL_PROBE_MAX_AGE_S"
 
 

@@ -94,7 +94,8 @@ async def test_a_failed_delivery_rewinds_to_the_last_commit_and_is_processed_aga
     await loop.run()
     assert loop.stats.retries == 1
     assert (TopicPartition("input_topic", 0), "beginning") in source.seeks, "nothing was committed yet: back to the start"
-    assert sorted(decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)) == ["a", "b"]
+    # Whatever was delivered before the failure is delivered again: at least once.
+    assert {decode_prediction(v).event_id for _, v, _, _ in sink.to(SETTINGS.output_topic)} == {"a", "b"}
     assert source.commits == [{TopicPartition("input_topic", 0): 2}]
 
 
@@ -103,9 +104,9 @@ async def test_offsets_are_committed_only_for_delivered_outputs(model):
     delivered_ids: set[str] = set()
 
     class RecordingSink(InMemorySink):
-        async def send_batch(self, batch, topic, *, partition):
-            delivery = await super().send_batch(batch, topic, partition=partition)
-            delivered_ids.update(decode_prediction(value).event_id for _, value, _ in batch.records)
+        def _deliver(self, topic, records):
+            delivery = super()._deliver(topic, records)
+            delivered_ids.update(decode_prediction(value).event_id for _, value, _ in records)
             return delivery
 
     batches = [[make_record(event_bytes(event_id=f"e{n}"), offset=n)] for n in range(6)]
@@ -188,7 +189,7 @@ class HangingFeatureStore(InMemoryFeatureStore):
 async def test_a_rebalance_that_cannot_wait_abandons_the_batch_without_a_commit(model):
     """Past the revoke wait the batch in hand is cancelled: nothing is published or committed, and the loop goes on."""
     store = HangingFeatureStore()
-    loop, source, sink, _, stop = make_loop([[make_record(event_bytes())]], model, store=store)
+    loop, source, sink, _, _stop = make_loop([[make_record(event_bytes())]], model, store=store)
     running = asyncio.create_task(loop.run())
     await store.entered.wait()
     await FinishBatchBeforeRevoke(loop, max_wait_s=0.05).on_partitions_revoked({TopicPartition("input_topic", 0)})

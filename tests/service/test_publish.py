@@ -19,11 +19,20 @@ def model():
     return trained_model(small_feature_table(50), num_users=50)
 
 
+def predicted_ids(sink: InMemorySink) -> list[str]:
+    """The event ids of the predictions on the output topic, in the order sent."""
+    ids = []
+    for _, value, _, _ in sink.to(OUT):
+        assert value is not None, "a prediction always has a value"
+        ids.append(decode_prediction(value).event_id)
+    return ids
+
+
 async def publish(sink, model, *, valid=(), invalid=()):
     stats = ServiceStats()
     records = [make_record(event_bytes(event_id=event_id), offset=n) for n, event_id in enumerate(valid)]
     predictions = await predict_events([parse_event(r.value) for r in records], InMemoryFeatureStore(), model)
-    await Publisher(sink, OUT, DLQ, stats).publish(list(zip(records, predictions)), list(invalid))
+    await Publisher(sink, OUT, DLQ, stats).publish(list(zip(records, predictions, strict=True)), list(invalid))
     return stats
 
 
@@ -31,7 +40,7 @@ async def test_a_refused_prediction_becomes_a_dead_letter_of_its_event(model):
     """Kafka refusing one prediction, even alone, dead-letters that event as rejected_by_kafka; the others go out."""
     sink = InMemorySink(refuse=lambda topic, value: topic == OUT and b'"bad"' in value, refusal=MessageSizeTooLargeError())
     await publish(sink, model, valid=["ok-1", "bad", "ok-2"])
-    assert sorted(decode_prediction(v).event_id for _, v, _, _ in sink.to(OUT)) == ["ok-1", "ok-2"]
+    assert sorted(predicted_ids(sink)) == ["ok-1", "ok-2"]
     ((_, value, _, headers),) = sink.to(DLQ)
     why = read_dead_letter_headers(headers)
     assert why["dlq.error.kind"] == "rejected_by_kafka" and "MessageSizeTooLargeError" in why["dlq.error.reason"]
@@ -54,13 +63,13 @@ async def test_a_record_refused_in_every_form_is_counted_and_skipped(model):
     sink = InMemorySink(refuse=lambda topic, value: topic == DLQ, refusal=MessageSizeTooLargeError())
     stats = await publish(sink, model, valid=["ok"], invalid=[(make_record(b"{"), InvalidEvent("not_json", "x"))])
     assert stats.undeliverable == 1
-    assert [decode_prediction(v).event_id for _, v, _, _ in sink.to(OUT)] == ["ok"]
+    assert predicted_ids(sink) == ["ok"]
 
 
 async def test_a_missing_write_permission_stops_with_a_clear_message(model):
     """A topic ACL problem is a set-up error, not a record's fault: it stops the service, naming the topic."""
     sink = InMemorySink(refuse=lambda topic, value: True, refusal=TopicAuthorizationFailedError())
-    with pytest.raises(OutputRefused, match="output_topic.*WRITE"):
+    with pytest.raises(OutputRefused, match=r"output_topic.*WRITE"):
         await publish(sink, model, valid=["ok"])
 
 

@@ -78,7 +78,9 @@ async def test_a_retry_line_names_the_dependency_the_error_and_the_next_wait(cap
     async def pause(stop, seconds):
         return False
 
-    await retry_until_done(step, dependency="MySQL", action="looking up features", stop=asyncio.Event(), backoff=Backoff(0.25, 1), pause=pause)
+    await retry_until_done(
+        step, dependency="MySQL", action="looking up features", stop=asyncio.Event(), backoff=Backoff(0.25, 1), pause=pause
+    )
     (line,) = [r.getMessage() for r in caplog.records]
     assert line == "MySQL unavailable while looking up features (attempt 1): TimeoutError: no answer before the deadline; next try in 0.2 s"
 

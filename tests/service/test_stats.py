@@ -72,6 +72,7 @@ def test_the_batch_in_hand_has_an_age_until_it_is_recorded_or_abandoned():
     stats = ServiceStats()
     assert stats.batch_age_s() == 0.0
     stats.mark_batch_started()
+    assert stats.batch_started_at is not None
     assert stats.batch_age_s(now=stats.batch_started_at + 2.5) == 2.5
     stats.record_batch(1, 1, 0, 0.01)
     assert stats.batch_age_s() == 0.0

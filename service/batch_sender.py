@@ -1,0 +1,106 @@
+"""Record batches per output partition, handed to the producer in order without making the loop wait.
+
+aiokafka's `send_batch` waits until the partition's previous batch has gone out, and it sends
+one request to a broker at a time; awaited from the loop, that wait stalled every turn for a
+produce round trip. Here the loop appends rows to an open batch per partition and moves on; a
+task per partition hands sealed batches over in order. While one waits, the rows of later loop
+turns join the next batch, so batches grow with the load: few records each when it is light
+(low latency), full ones under a backlog (low CPU per record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class RecordBatch(Protocol):
+    def append(self, *, timestamp: float | None, key: bytes | None, value: bytes | None, headers: Any = ()) -> Any: ...
+
+
+class BatchSink(Protocol):
+    def create_batch(self) -> RecordBatch: ...
+
+    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future: ...
+
+
+@dataclass
+class OpenBatch:
+    builder: RecordBatch
+    delivered: asyncio.Future  # Kafka's answer for the whole batch, once it has one
+    size: int = 0
+
+
+@dataclass
+class PartitionSender:
+    sink: BatchSink
+    topic: str
+    partition: int
+    _open: OpenBatch | None = None
+    _sealed: deque[OpenBatch] = field(default_factory=deque)
+    _task: asyncio.Task | None = None
+
+    def append(self, key: bytes | None, value: bytes | None) -> asyncio.Future:
+        """Add one record; returns the future of the batch it went into."""
+        batch = self._open
+        if batch is None or batch.builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+            if batch is not None:
+                self._seal()
+            batch = self._open = OpenBatch(self.sink.create_batch(), asyncio.get_running_loop().create_future())
+            if batch.builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                raise ValueError("a record larger than a whole batch")  # predictions are a few hundred bytes
+        batch.size += 1
+        return batch.delivered
+
+    def flush(self) -> None:
+        """Seal the open batch and make sure it is on its way."""
+        if self._open is not None and self._open.size:
+            self._seal()
+        if self._sealed and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._hand_over())
+
+    def _seal(self) -> None:
+        assert self._open is not None
+        self._sealed.append(self._open)
+        self._open = None
+
+    async def _hand_over(self) -> None:
+        while self._sealed:
+            batch = self._sealed.popleft()
+            try:
+                future = await self.sink.send_batch(batch.builder, self.topic, partition=self.partition)
+            except Exception as exc:  # noqa: BLE001 - the loop reads it from the future, like a failed delivery
+                _settle(batch.delivered, exc=exc)
+                continue
+            future.add_done_callback(_relay_to(batch.delivered))
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _relay_to(delivered: asyncio.Future) -> Callable[[asyncio.Future], None]:
+    def relay(future: asyncio.Future) -> None:
+        if future.cancelled():
+            delivered.cancel()
+        else:
+            _settle(delivered, exc=future.exception())
+
+    return relay
+
+
+def _settle(future: asyncio.Future, exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+        return
+    future.set_exception(exc)
+    # Read once here: work that was abandoned never reads it, and asyncio would log it as lost.
+    future.exception()
