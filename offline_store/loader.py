@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,9 +37,12 @@ def sql_statements(path: Path) -> list[str]:
 
 
 async def create_schema(conn: aiomysql.Connection) -> None:
-    async with conn.cursor() as cursor:
-        for statement in sql_statements(SQL_DIR / "schema.sql"):
-            await cursor.execute(statement)
+    # `CREATE TABLE IF NOT EXISTS` on a loaded store makes MySQL note "already exists": expected.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pymysql.Warning)
+        async with conn.cursor() as cursor:
+            for statement in sql_statements(SQL_DIR / "schema.sql"):
+                await cursor.execute(statement)
 
 
 async def replace_history(conn: aiomysql.Connection, history: PurchaseHistory) -> None:

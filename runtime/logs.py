@@ -22,6 +22,7 @@ CONTEXT_FIELDS = (
     "interval_s", "events_per_s", "batches", "batch_median_ms", "batch_max_ms",
     "events_total", "predictions_total", "dead_letters_total", "retries_total",
     "abandoned_batches_total", "skipped_offsets_total", "undeliverable_total", "dead_letters_by_kind",
+    "cache_users", "cache_hit_ratio",
 )
 # aiokafka repeats the same complaint many times a second while a broker is away.
 COLLAPSE_WINDOW_S = 10.0

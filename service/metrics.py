@@ -89,7 +89,9 @@ class ServiceCollector:
         yield _counter(UNDELIVERABLE_RECORDS_TOTAL, "Dead letters Kafka refused even in their smallest form.", {"": stats.undeliverable})
         yield _histogram(STAGE_SECONDS, "Time one batch spent in each stage.", stats.stage_seconds, "stage")
         yield _histogram(BATCH_SECONDS, "Time from a batch's start to Kafka acknowledging its outputs.", {"": stats.batch_seconds})
-        yield _histogram(LATENCY_SECONDS, "From an event's timestamp to its prediction acknowledged by Kafka.", {"": stats.latency_seconds})
+        yield _histogram(
+            LATENCY_SECONDS, "From the input record's Kafka timestamp to its prediction acknowledged by Kafka.", {"": stats.latency_seconds}
+        )
         lag = GaugeMetricFamily(
             PARTITION_LAG, "High watermark minus position, per partition this instance owns.", labels=["topic", "partition"]
         )
