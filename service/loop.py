@@ -118,17 +118,15 @@ class PredictionLoop:
 
     async def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
-            by_partition = await self._source.getmany(timeout_ms=timeout_ms, max_records=self._settings.batch_max_records)
-            self.stats.mark_polled()
+            return await self._source.getmany(timeout_ms=timeout_ms, max_records=self._settings.batch_max_records)
         except NoOffsetForPartitionError as exc:
-            self.stats.mark_polled()
             await start_at_beginning(self._source, exc.args[0])
             return {}
         except OffsetOutOfRangeError as exc:
-            self.stats.mark_polled()
             await recover_lost_positions(self._source, exc.args[0], self.stats)
             return {}
-        return by_partition
+        finally:
+            self.stats.mark_polled()  # alive, whether or not records came
 
     async def _run_batch(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Process one batch as a task of its own, so a rebalance or shutdown can abandon it."""
