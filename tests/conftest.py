@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiomysql
@@ -98,10 +99,13 @@ def model_path(store_database, tmp_path_factory):
 
 
 @pytest.fixture
-def pipeline_env(store_database, model_path) -> dict[str, str]:
-    """Environment for one test's service processes: private topics and group, the test store and model."""
+def pipeline_env(stack_settings, store_database, model_path) -> Iterator[dict[str, str]]:
+    """Environment for one test's service processes: private topics and group, the test store and model.
+
+    The topics are deleted afterwards: left behind, hundreds of them slow the shared broker down.
+    """
     run = uuid.uuid4().hex[:8]
-    return {
+    env = {
         "INPUT_TOPIC": f"it-{run}-input",
         "OUTPUT_TOPIC": f"it-{run}-output",
         "DLQ_TOPIC": f"it-{run}-dlq",
@@ -114,6 +118,19 @@ def pipeline_env(store_database, model_path) -> dict[str, str]:
         "STATS_INTERVAL_S": "1",
         "RETRY_BACKOFF_MAX_MS": "1000",
     }
+    yield env
+    asyncio.run(_delete_topics(stack_settings, [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]))
+
+
+async def _delete_topics(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if existing & set(topics):
+            await admin.delete_topics(sorted(existing & set(topics)))
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
