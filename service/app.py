@@ -113,7 +113,6 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 "consuming %s as group %s; predictions to %s, dead letters to %s",
                 settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
             )
-            stats = prediction_loop.stats
             ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, _before_summary(stats, cache)))
             # Everything alive now (libraries, the model, the cached features) lives as long as the
             # process: kept out of the collector, a full collection stops the loop for a few ms

@@ -30,7 +30,15 @@ from offline_store.features import FeatureStore
 from service.batch import predict_events, split_batch
 from service.offsets import Repositionable, next_offsets, recover_lost_positions, rewind_to_committed, start_at_beginning
 from service.publish import Pending, Publisher, RecordSink
-from service.retry import Backoff, ShutdownRequested, describe_error, is_transient, pause_unless_stopped, retry_until_done
+from service.retry import (
+    Backoff,
+    ShutdownRequested,
+    describe_error,
+    is_transient,
+    log_retry,
+    pause_unless_stopped,
+    retry_until_done,
+)
 from service.stats import ServiceStats
 
 log = logging.getLogger(__name__)
@@ -259,15 +267,7 @@ class PredictionLoop:
         """
         self._drop_in_flight()
         self._rewind_needed = True
-        self._failures += 1
-        wait_s = self._wait_after_failures()
-        log.warning(
-            "Kafka unavailable while publishing (attempt %d): %s; rewinding to the last commit, next try in %.1f s",
-            self._failures, describe_error(exc), wait_s,
-            extra={"dependency": "Kafka", "attempt": self._failures, "retry_in_s": wait_s},
-        )
-        self.stats.record_retry("Kafka")
-        await pause_unless_stopped(self._stop, wait_s)
+        await self._back_off("publishing (the work in flight is read again from the last commit)", exc)
 
     async def _rewind(self) -> bool:
         try:
@@ -275,23 +275,17 @@ class PredictionLoop:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            self._failures += 1
-            wait_s = self._wait_after_failures()
-            log.warning(
-                "Kafka unavailable while rewinding to the last commit (attempt %d): %s; next try in %.1f s",
-                self._failures, describe_error(exc), wait_s, extra={"dependency": "Kafka", "retry_in_s": wait_s},
-            )
-            self.stats.record_retry("Kafka")
-            await pause_unless_stopped(self._stop, wait_s)
+            await self._back_off("rewinding to the last commit", exc)
             return False
         self._rewind_needed = False
         return True
 
-    def _wait_after_failures(self) -> float:
-        delays = self._backoff.delays()
-        for _ in range(self._failures - 1):
-            next(delays)
-        return next(delays)
+    async def _back_off(self, action: str, exc: BaseException) -> None:
+        self._failures += 1
+        wait_s = self._backoff.delay(self._failures)
+        log_retry("Kafka", action, self._failures, exc, wait_s)
+        self.stats.record_retry("Kafka")
+        await pause_unless_stopped(self._stop, wait_s)
 
     def _drop_in_flight(self) -> None:
         self._in_flight.clear()

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -35,7 +35,7 @@ from aiokafka.structs import ConsumerRecord
 
 from events.dead_letter import DeadLetter, dead_letter_headers, fit_dead_letter, strip_dead_letter
 from events.schema import InvalidEvent, Prediction, encode_key, encode_prediction
-from service.batch_sender import PartitionSender
+from service.batch_sender import BatchSink, PartitionSender
 from service.retry import describe_error
 from service.stats import ServiceStats
 
@@ -61,21 +61,13 @@ class OutputRefused(RuntimeError):
     """Kafka refuses to take the service's writes at all: a setting or an ACL to fix."""
 
 
-class RecordBatch(Protocol):
-    def append(self, *, timestamp: float | None, key: bytes | None, value: bytes | None, headers: Sequence = ()) -> Any: ...
-
-
-class RecordSink(Protocol):
+class RecordSink(BatchSink, Protocol):
     """The part of AIOKafkaProducer the loop uses."""
 
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
         partition: int | None = None, headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future: ...
-
-    def create_batch(self) -> RecordBatch: ...
-
-    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future: ...
 
     async def partitions_for(self, topic: str) -> set[int]: ...
 

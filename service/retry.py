@@ -64,11 +64,24 @@ class Backoff:
     def from_settings(cls, settings: Settings) -> Backoff:
         return cls(settings.retry_backoff_initial_ms / 1000, settings.retry_backoff_max_ms / 1000)
 
+    def delay(self, attempt: int) -> float:
+        """The wait after the `attempt`-th failure in a row (1 for the first)."""
+        return min(self.initial_s * 2 ** min(attempt - 1, 64), self.max_s)
+
     def delays(self) -> Iterator[float]:
-        wait_s = self.initial_s
+        attempt = 1
         while True:
-            yield wait_s
-            wait_s = min(wait_s * 2, self.max_s)
+            yield self.delay(attempt)
+            attempt += 1
+
+
+def log_retry(dependency: str, action: str, attempt: int, exc: BaseException, wait_s: float) -> None:
+    """The one retry line: which dependency, doing what, the error, and when the next try is."""
+    log.warning(
+        "%s unavailable while %s (attempt %d): %s; next try in %.1f s",
+        dependency, action, attempt, describe_error(exc), wait_s,
+        extra={"dependency": dependency, "attempt": attempt, "retry_in_s": wait_s},
+    )
 
 
 async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
@@ -102,11 +115,7 @@ async def retry_until_done(
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning(
-                "%s unavailable while %s (attempt %d): %s; next try in %.1f s",
-                dependency, action, attempt, describe_error(exc), wait_s,
-                extra={"dependency": dependency, "attempt": attempt, "retry_in_s": wait_s},
-            )
+            log_retry(dependency, action, attempt, exc, wait_s)
             on_retry(dependency)
         if stop.is_set() or await pause(stop, wait_s):
             raise ShutdownRequested(action)
