@@ -22,6 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 # Every codec Kafka has; aiokafka needs cramjam (pinned in requirements.txt) for the last three.
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 REVOKE_WAIT_MIN_S = 1.0
+PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
+COMMIT_INTERVAL_MAX_MS = 60_000
 
 
 class ConfigError(ValueError):
@@ -135,11 +137,17 @@ class Settings:
 
     model_path: Path = _setting("MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", _project_path)
 
+    # exactly_once: outputs and input offsets commit in one Kafka transaction per input
+    # partition, so each event has exactly one prediction or dead letter for read_committed
+    # readers. at_least_once: cheaper, but a crash or rebalance can publish an event twice.
+    processing_guarantee: str = _setting("PROCESSING_GUARANTEE", "exactly_once", _choice(*PROCESSING_GUARANTEES))
+
     batch_max_records: int = _setting("BATCH_MAX_RECORDS", 2_000, _integer(1, 100_000))
     poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))
-    # Acknowledged offsets are committed at most this often (and whenever the loop is idle); a
-    # crash replays at most this much work.
-    commit_interval_ms: int = _setting("COMMIT_INTERVAL_MS", 100, _integer(0, 60_000))
+    # at_least_once: acknowledged offsets are committed at most this often (and whenever the
+    # loop is idle); a crash replays at most this much work. exactly_once: the longest a
+    # transaction stays open (it commits sooner whenever its partition has nothing queued).
+    commit_interval_ms: int = _setting("COMMIT_INTERVAL_MS", 100, _integer(0, COMMIT_INTERVAL_MAX_MS))
     retry_backoff_initial_ms: int = _setting("RETRY_BACKOFF_INITIAL_MS", 200, _integer(1, 60_000))
     retry_backoff_max_ms: int = _setting("RETRY_BACKOFF_MAX_MS", 10_000, _integer(1, 600_000))
     stats_interval_s: int = _setting("STATS_INTERVAL_S", 10, _integer(1, 3_600))

@@ -38,6 +38,7 @@ async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, co
         client_id="prediction-live-view",
         group_id=None,  # a reader: it must never take partitions from the service
         auto_offset_reset="earliest" if plan.from_beginning else "latest",
+        isolation_level="read_committed",  # as prediction_reader: committed transactions only
     )
     await consumer.start()
     tally = LiveTally()

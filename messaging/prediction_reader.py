@@ -93,6 +93,9 @@ async def read_records(
         client_id="prediction-reader",
         group_id=None,  # a reader, not a worker: it must never take partitions from the service
         auto_offset_reset="earliest" if plan.from_beginning else "latest",
+        # The service writes in transactions (PROCESSING_GUARANTEE=exactly_once): read only
+        # committed ones, so that each event's output is seen once and none from an abort.
+        isolation_level="read_committed",
     )
     await consumer.start()
     summary = ReaderSummary()

@@ -25,9 +25,13 @@ from offline_store.features import COLD_START, FeatureStore
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
+from service.at_least_once import AtLeastOnce
 from service.endpoints import serve_endpoints
+from service.exactly_once import ExactlyOnce
+from service.guarantee import Guarantee
 from service.health import MYSQL_PROBE_TIMEOUT_S, HealthState
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
+from service.partition_transaction import transaction_timeout_ms
 from service.publish import MAX_BATCH_BYTES, MAX_REQUEST_BYTES
 from service.retry import Backoff, ShutdownRequested, describe_error, retry_until_done, unless_stopped
 from service.stats import ServiceStats, log_stats_periodically
@@ -96,13 +100,18 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 resources.push_async_callback(cache.close)
                 log.info("feature cache: %s, %d users", cache.mode, cache.size)
                 feature_store = cache
-            producer = _producer(settings)
-            resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
-            await step(producer.start, "Kafka", "starting the producer")
             consumer = _consumer(settings)
+            guarantee: Guarantee
+            if settings.processing_guarantee == "exactly_once":
+                guarantee = ExactlyOnce(settings, consumer, lambda txn_id: _producer(settings, txn_id), stats, stop)
+            else:
+                producer = _producer(settings)
+                resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
+                await step(producer.start, "Kafka", "starting the producer")
+                guarantee = AtLeastOnce(settings, consumer, producer, stats, stop)
             # Leaving the group first hands the partitions over at once instead of after a timeout.
             resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock, 0.4)
-            prediction_loop = PredictionLoop(settings, consumer, producer, feature_store, model, stop, stats=stats)
+            prediction_loop = PredictionLoop(settings, consumer, guarantee, feature_store, model, stop, stats)
             listener = health.track_group(FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
             consumer.subscribe([settings.input_topic], listener=listener)
             await step(consumer.start, "Kafka", "joining the consumer group")
@@ -110,8 +119,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             if endpoints is not None:
                 endpoints.watch_lag(consumer)
             log.info(
-                "consuming %s as group %s; predictions to %s, dead letters to %s",
+                "consuming %s as group %s; predictions to %s, dead letters to %s; %s",
                 settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
+                settings.processing_guarantee.replace("_", " "),
             )
             ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, _before_summary(stats, cache)))
             # Everything alive now (libraries, the model, the cached features) lives as long as the
@@ -197,10 +207,14 @@ def _before_summary(stats: ServiceStats, cache: CachedFeatureStore | None) -> Ca
     return update
 
 
-def _producer(settings: Settings) -> AIOKafkaProducer:
+def _producer(settings: Settings, transactional_id: str | None = None) -> AIOKafkaProducer:
+    transactions = {} if transactional_id is None else {
+        "transactional_id": transactional_id, "transaction_timeout_ms": transaction_timeout_ms(settings),
+    }
     return AIOKafkaProducer(
+        **transactions,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="prediction-service",
+        client_id="prediction-service" if transactional_id is None else transactional_id,
         acks="all",
         # Broker-side de-duplication of the producer's own retries.
         enable_idempotence=True,
@@ -233,4 +247,6 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         # still in hand when it went out waits for the next; the broker holds a fetch with no
         # data this long, so it bounds that wait (aiokafka's default, 500 ms, made p99 ~500 ms).
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        # Input written in transactions is read once committed, never from an aborted one.
+        isolation_level="read_committed",
     )

@@ -13,12 +13,19 @@ The policy for a record Kafka refuses because of that record alone (too large, a
 - a dead letter refused even then is logged at ERROR with where it came from, and counted.
 Refusals that are about the set-up rather than the record (a missing ACL, say) stop the
 service with a message; outages propagate to the caller, which rewinds and retries.
+
+In a transaction (exactly_once) a refused record cannot be sent again in the same one: the
+idempotent producer's sequence numbers no longer match the broker's. There the publisher
+raises `RecordsRefused`, the transaction is redone by a new producer, and `Refusals` remembers
+how far each refused record has got along the same policy, so the redo publishes its next
+form. Dead letters then go out one record per batch, so a refusal always names its record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +66,48 @@ SETUP_REFUSALS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError
 
 class OutputRefused(RuntimeError):
     """Kafka refuses to take the service's writes at all: a setting or an ACL to fix."""
+
+
+class RecordsRefused(Exception):
+    """In a transaction: Kafka refused these outputs for what they are; the transaction must be redone."""
+
+    def __init__(self, refused: list[tuple[Outgoing, BaseException]]) -> None:
+        super().__init__(f"Kafka refused {len(refused)} record(s): {describe_error(refused[0][1])}")
+        self.refused = refused
+
+
+# How far a refused record's output has got along the policy, in the order they are tried.
+AS_IS, REJECTED, STRIPPED, UNDELIVERABLE = range(4)
+
+
+class Refusals:
+    """Per input record, the form its output takes after Kafka refused the earlier ones."""
+
+    def __init__(self) -> None:
+        self._stage: dict[tuple[int, int], tuple[int, str]] = {}  # (partition, offset) → (stage, why)
+
+    def __bool__(self) -> bool:
+        return bool(self._stage)
+
+    def stage(self, record: ConsumerRecord) -> tuple[int, str]:
+        return self._stage.get((record.partition, record.offset), (AS_IS, ""))
+
+    def escalate(self, item: Outgoing, error: BaseException) -> None:
+        where = f"{item.source.topic}[{item.source.partition}]@{item.source.offset}"
+        stage, why = self.stage(item.source)
+        if not item.is_dead_letter:
+            log.warning("Kafka refused the prediction for %s: %s; dead-lettering the event", where, describe_error(error))
+            stage, why = REJECTED, f"prediction refused: {describe_error(error)}"
+        else:
+            stage = max(stage, REJECTED) + 1
+            log.warning("Kafka refused the dead letter for %s: %s; %s", where, describe_error(error),
+                        "sending it without its value" if stage == STRIPPED else "skipping it")
+        self._stage[(item.source.partition, item.source.offset)] = (stage, why)
+
+    def forget_before(self, partition: int, offset: int) -> None:
+        """Committed records are never published again."""
+        for key in [key for key in self._stage if key[0] == partition and key[1] < offset]:
+            del self._stage[key]
 
 
 class RecordSink(BatchSink, Protocol):
@@ -118,8 +167,12 @@ def dead_letter_for(record: ConsumerRecord, error: InvalidEvent, dlq_topic: str)
 
 
 class Publisher:
-    def __init__(self, sink: RecordSink, output_topic: str, dlq_topic: str, stats: ServiceStats) -> None:
+    def __init__(
+        self, sink: RecordSink, output_topic: str, dlq_topic: str, stats: ServiceStats, refusals: Refusals | None = None
+    ) -> None:
+        """`refusals`: publish into transactions, with the refusal policy carried by `refusals`."""
         self._sink = sink
+        self._refusals = refusals
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
         self._stats = stats
@@ -134,12 +187,61 @@ class Publisher:
     ) -> Pending:
         """Hand every prediction and dead letter to the producer; nothing is awaited but buffer space."""
         pending = Pending()
+        if self._refusals:
+            predictions, invalid = self._apply_refusals(predictions, invalid)
         if predictions:
             await self._enqueue_predictions(predictions, pending)
         for record, error in invalid:
             item = dead_letter_for(record, error, self._dlq_topic)
-            pending.deliveries.append(Delivery(await self._send(item), item.topic, [(item.key, item.value, item.headers, record)], True))
+            if self._refusals is None:
+                future = await self._send(item)
+            else:
+                item = self._next_form(item)
+                future = await self._send_in_own_batch(item)
+            pending.deliveries.append(Delivery(future, item.topic, [(item.key, item.value, item.headers, record)], True))
         return pending
+
+    def _apply_refusals(
+        self,
+        predictions: Sequence[tuple[ConsumerRecord, Prediction]],
+        invalid: Sequence[tuple[ConsumerRecord, InvalidEvent]],
+    ) -> tuple[list[tuple[ConsumerRecord, Prediction]], list[tuple[ConsumerRecord, InvalidEvent]]]:
+        """Predictions Kafka refused before become dead letters; undeliverable records are skipped."""
+        assert self._refusals is not None
+        kept, letters = [], []
+        for record, prediction in predictions:
+            stage, why = self._refusals.stage(record)
+            if stage == AS_IS:
+                kept.append((record, prediction))
+            elif stage == UNDELIVERABLE:
+                self._skip_undeliverable(record, "refused even in its smallest form")
+            else:
+                letters.append((record, InvalidEvent("rejected_by_kafka", why)))
+        for record, error in invalid:
+            if self._refusals.stage(record)[0] == UNDELIVERABLE:
+                self._skip_undeliverable(record, "refused even in its smallest form")
+            else:
+                letters.append((record, error))
+        return kept, letters
+
+    def _next_form(self, item: Outgoing) -> Outgoing:
+        assert self._refusals is not None
+        if self._refusals.stage(item.source)[0] != STRIPPED:
+            return item
+        smallest = strip_dead_letter(DeadLetter(item.key, item.value, item.headers))
+        return Outgoing(item.topic, smallest.key, smallest.value, smallest.headers, item.source, True)
+
+    async def _send_in_own_batch(self, item: Outgoing) -> asyncio.Future:
+        batch = self._sink.create_batch()
+        if batch.append(timestamp=None, key=item.key, value=item.value, headers=item.headers) is None:
+            return await self._send(item)  # larger than a batch: send() makes a batch of it alone
+        partitions = sorted(await self._sink.partitions_for(item.topic))
+        key = item.key
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)] if key is not None else random.choice(partitions)
+        try:
+            return await self._sink.send_batch(batch, item.topic, partition=partition)
+        except Exception as error:  # noqa: BLE001 - handed on through the future, like any failed delivery
+            return _failed(error)
 
     async def publish(
         self,
@@ -167,6 +269,8 @@ class Publisher:
             if not isinstance(error, RECORD_REFUSALS):
                 raise error  # an outage or a bug: the caller decides
             refused.extend((item, error) for item in delivery.outgoing())
+        if refused and self._refusals is not None:
+            raise RecordsRefused(refused)
         for item, error in refused:
             await self._resend_refused(item, error)
 
@@ -213,9 +317,7 @@ class Publisher:
         try:
             return await self._sink.send(item.topic, item.value, item.key, headers=item.headers or None)
         except Exception as error:  # noqa: BLE001 - handed on through the future, like any failed delivery
-            failed = asyncio.get_running_loop().create_future()
-            failed.set_exception(error)
-            return failed
+            return _failed(error)
 
     async def _send_alone(self, item: Outgoing) -> BaseException | None:
         future = await self._send(item)
@@ -240,9 +342,18 @@ class Publisher:
         log.warning("Kafka refused the dead letter for %s: %s; sending it without its value", where, describe_error(error))
         final = await self._send_alone(Outgoing(item.topic, smallest.key, smallest.value, smallest.headers, item.source, True))
         if final is not None:
-            self._stats.record_undeliverable()
-            log.error(
-                "Kafka refused even the smallest dead letter for %s (%s); it is skipped so the partition can go on",
-                where, describe_error(final),
-                extra={"topic": item.source.topic, "partition": item.source.partition, "offset": item.source.offset},
-            )
+            self._skip_undeliverable(item.source, describe_error(final))
+
+    def _skip_undeliverable(self, source: ConsumerRecord, why: str) -> None:
+        self._stats.record_undeliverable()
+        log.error(
+            "Kafka refused even the smallest dead letter for %s[%d]@%d (%s); it is skipped so the partition can go on",
+            source.topic, source.partition, source.offset, why,
+            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        )
+
+
+def _failed(error: BaseException) -> asyncio.Future:
+    failed = asyncio.get_running_loop().create_future()
+    failed.set_exception(error)
+    return failed

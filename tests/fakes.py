@@ -76,8 +76,16 @@ class InMemorySource:
         self._empty_polls = 0
         self._log_start = log_start or {}
         self._log_end = log_end or {}
+        self.paused: set[TopicPartition] = set()
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
 
     async def getmany(self, *partitions, timeout_ms: int, max_records: int | None = None):
+        await asyncio.sleep(0)  # a real poll gives other tasks a turn
         if not self._batches:
             self._empty_polls += 1
             if self._empty_polls >= 3:

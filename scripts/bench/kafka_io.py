@@ -127,7 +127,7 @@ async def send_paced(settings: Settings, topic: str, records: Iterator[tuple[byt
 
 
 async def record_count(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, isolation_level="read_committed")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]

@@ -29,7 +29,8 @@ async def read_topic(
     settings: Settings, topic: str, done: Callable[[list[ConsumerRecord]], bool], timeout_s: float
 ) -> list[ConsumerRecord]:
     """Every record of `topic` from the start, until `done(records)` or the timeout."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
     await consumer.start()
     records: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout_s

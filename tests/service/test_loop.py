@@ -11,7 +11,9 @@ from events.dead_letter import read_dead_letter_headers
 from events.invalid_samples import INVALID_SAMPLES
 from events.schema import decode_prediction
 from service.batch import ModelOutputError
+from service.at_least_once import AtLeastOnce
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
+from service.stats import ServiceStats
 from service.offsets import next_offsets
 from tests.factories import event_bytes, small_feature_table, trained_model
 from tests.fakes import InMemoryFeatureStore, InMemorySink, InMemorySource, make_record
@@ -29,7 +31,12 @@ def make_loop(batches, model, *, store=None, sink=None):
     source = InMemorySource(batches, stop)
     sink = sink or InMemorySink()
     store = store or InMemoryFeatureStore(small_feature_table(200))
-    return PredictionLoop(SETTINGS, source, sink, store, model, stop), source, sink, store, stop
+    return alo_loop(source, sink, store, model, stop), source, sink, store, stop
+
+
+def alo_loop(source, sink, store, model, stop):
+    stats = ServiceStats()
+    return PredictionLoop(SETTINGS, source, AtLeastOnce(SETTINGS, source, sink, stats, stop), store, model, stop, stats)
 
 
 async def test_each_valid_event_gets_one_prediction_and_offsets_are_committed(model):
@@ -220,7 +227,7 @@ async def test_offsets_deleted_by_retention_are_reported_and_counted(model, capl
     tp = TopicPartition("input_topic", 2)
     stop = asyncio.Event()
     source = InMemorySource([OffsetOutOfRangeError({tp: 40})], stop, log_start={tp: 100}, log_end={tp: 250})
-    loop = PredictionLoop(SETTINGS, source, InMemorySink(), InMemoryFeatureStore(), model, stop)
+    loop = alo_loop(source, InMemorySink(), InMemoryFeatureStore(), model, stop)
     await loop.run()
     assert source.seeks == [(tp, 100)]
     assert loop.stats.skipped_offsets == 60

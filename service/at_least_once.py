@@ -1,0 +1,214 @@
+"""At-least-once delivery: one producer, offsets committed by the consumer after the acknowledgement.
+
+While Kafka acknowledges batch N, the loop already fetches and processes batch N+1; batch N's
+offsets are committed once everything it produced is acknowledged, in order, at most every
+COMMIT_INTERVAL_MS (and whenever the loop goes idle). Nothing is committed before it is
+delivered, so a crash anywhere means a replay, never a loss; but outputs published before a
+crash and after the last commit are published again.
+
+A failed delivery rewinds every partition to its last commit, so the records are read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import TopicPartition
+
+from config import Settings
+from service.guarantee import Records, Work
+from service.offsets import rewind_to_committed
+from service.publish import Pending, Publisher, RecordSink
+from service.retry import Backoff, describe_error, is_transient, log_retry, pause_unless_stopped
+from service.source import RecordSource
+from service.stats import ServiceStats
+
+log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT_S = 15.0
+# Batches awaiting acknowledgement while the next ones are processed; more only adds memory.
+MAX_IN_FLIGHT = 4
+
+
+@dataclass
+class InFlight:
+    work: Work
+    pending: Pending
+
+    @property
+    def taken_at(self) -> float:
+        return self.work.taken_at
+
+
+class AtLeastOnce:
+    def __init__(
+        self, settings: Settings, source: RecordSource, sink: RecordSink, stats: ServiceStats, stop: asyncio.Event
+    ) -> None:
+        self._settings = settings
+        self._source = source
+        self._stats = stats
+        self._stop = stop
+        self._backoff = Backoff.from_settings(settings)
+        self._publisher = Publisher(sink, settings.output_topic, settings.dlq_topic, stats)
+        self._in_flight: deque[InFlight] = deque()
+        self._acknowledged: dict[TopicPartition, int] = {}  # delivered, not yet committed
+        self._last_commit = time.monotonic()
+        self._settling = asyncio.Lock()  # the loop and a rebalance may both settle and commit
+        self._committing: asyncio.Task | None = None
+        self._failures = 0  # delivery failures in a row, for the backoff
+        self._rewind_needed = False
+
+    def admit(self, records: Records) -> Records:
+        return records
+
+    @property
+    def awaiting_acknowledgement(self) -> bool:
+        return bool(self._in_flight)
+
+    async def hand_over(self, work: Work) -> None:
+        pending = await self._publisher.enqueue(work.predictions, work.invalid)
+        self._in_flight.append(InFlight(work, pending))
+        self._stats.set_batch_in_hand(self._in_flight[0].taken_at)
+
+    async def between_batches(self, idle: bool) -> None:
+        # Until the rewind succeeds nothing more is read: a later commit would otherwise pass
+        # over the records whose outputs were lost.
+        if self._rewind_needed:
+            await self._rewind()
+            return
+        try:
+            async with self._settling:
+                await self._settle(wait_all=False)
+                self._commit_in_background(force=idle)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await self._recover_from_failed_delivery(exc)
+
+    async def finish(self) -> bool:
+        async with self._settling:
+            await self._settle(wait_all=True)
+            return await self._commit_now()
+
+    async def abandon(self) -> None:
+        self._in_flight.clear()
+        self._acknowledged = {}
+
+    async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
+        pass
+
+    async def on_assigned(self, partitions: Collection[TopicPartition]) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._publisher.close()
+
+    async def _settle(self, wait_all: bool) -> None:
+        """Take in the batches Kafka has acknowledged, oldest first, so their offsets become
+        committable; wait for the oldest only when `wait_all` or when too many are in flight."""
+        while self._in_flight:
+            oldest = self._in_flight[0]
+            if not wait_all and len(self._in_flight) <= MAX_IN_FLIGHT and not oldest.pending.acknowledged():
+                return
+            await self._publisher.settle(oldest.pending)
+            if not self._in_flight or self._in_flight[0] is not oldest:
+                return  # abandoned by a rebalance meanwhile
+            self._in_flight.popleft()
+            self._acknowledged.update(oldest.work.offsets)
+            self._failures = 0
+            account_delivered(self._stats, oldest.work)
+        self._stats.set_batch_in_hand(self._in_flight[0].taken_at if self._in_flight else None)
+
+    def _commit_in_background(self, force: bool) -> None:
+        """Start committing what is acknowledged, when due, without the loop waiting for it:
+        a commit's round trip would otherwise hold up every record that arrives meanwhile."""
+        running = self._committing
+        if running is not None:
+            if not running.done():
+                return
+            self._committing = None
+            running.result()  # a bug or a set-up error surfaces here; outages are handled inside
+        if not self._acknowledged:
+            return
+        if not force and time.monotonic() - self._last_commit < self._settings.commit_interval_ms / 1000:
+            return
+        offsets, self._acknowledged = self._acknowledged, {}
+        self._committing = asyncio.create_task(self._commit_offsets(offsets))
+
+    async def _commit_now(self) -> bool:
+        """Wait for the commit under way, then commit the rest; False if Kafka could not take it."""
+        if self._committing is not None:
+            running, self._committing = self._committing, None
+            await asyncio.wait({running})
+            running.result()
+        if not self._acknowledged:
+            return True
+        offsets, self._acknowledged = self._acknowledged, {}
+        return await self._commit_offsets(offsets)
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> bool:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._source.commit(offsets), COMMIT_TIMEOUT_S)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another instance before the commit: it replays from the
+            # last commit, which is the at-least-once contract. Nothing is lost.
+            log.warning("could not commit %s after a rebalance; the new owner will process them again: %s", offsets, exc)
+            return False
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Not committed yet: they go with the next commit, unless newer offsets do first.
+            for tp, offset in offsets.items():
+                self._acknowledged.setdefault(tp, offset)
+            error = "no answer" if isinstance(exc, TimeoutError) else describe_error(exc)
+            log.warning(
+                "Kafka unavailable while committing offsets: %s; they go with the next commit", error, extra={"dependency": "Kafka"}
+            )
+            self._stats.record_retry("Kafka")
+            return False
+        finally:
+            self._last_commit = time.monotonic()
+        self._stats.observe_stage("commit", time.perf_counter() - started)
+        return True
+
+    async def _recover_from_failed_delivery(self, exc: BaseException) -> None:
+        """Drop the work in flight, back off, and read it again from the last commit."""
+        await self.abandon()
+        self._rewind_needed = True
+        await self._back_off("publishing (the work in flight is read again from the last commit)", exc)
+
+    async def _rewind(self) -> None:
+        try:
+            await rewind_to_committed(self._source)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await self._back_off("rewinding to the last commit", exc)
+            return
+        self._rewind_needed = False
+
+    async def _back_off(self, action: str, exc: BaseException) -> None:
+        self._failures += 1
+        wait_s = self._backoff.delay(self._failures)
+        log_retry("Kafka", action, self._failures, exc, wait_s)
+        self._stats.record_retry("Kafka")
+        await pause_unless_stopped(self._stop, wait_s)
+
+
+def account_delivered(stats: ServiceStats, work: Work) -> None:
+    """Count work whose outputs are delivered: its time, and each event's end-to-end latency
+    from its input record's Kafka timestamp."""
+    now = time.perf_counter()
+    stats.observe_stage("publish", now - work.enqueued)
+    stats.record_batch(work.events, len(work.predictions), len(work.invalid), now - work.started)
+    if work.predictions:
+        input_ms = np.fromiter((record.timestamp for record, _ in work.predictions), np.float64, len(work.predictions))
+        stats.observe_latencies(time.time() - input_ms / 1000)

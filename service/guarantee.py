@@ -1,0 +1,61 @@
+"""What the loop hands over once a batch is predicted, and the two ways it reaches Kafka.
+
+The loop (service/loop.py) reads, validates and predicts; a `Guarantee` publishes the outputs
+and records the progress:
+- at_least_once (service/at_least_once.py): one producer; offsets are committed by the
+  consumer once the outputs are acknowledged. A crash between the two publishes again.
+- exactly_once (service/exactly_once.py): per input partition, outputs and offsets commit in
+  one Kafka transaction, so read_committed readers see each event's output once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from events.schema import InvalidEvent, Prediction
+
+Records = dict[TopicPartition, list[ConsumerRecord]]
+
+
+@dataclass
+class Work:
+    """One predicted batch: every record of it became a prediction or a dead letter."""
+
+    offsets: dict[TopicPartition, int]  # per partition, one past the last record handled
+    predictions: list[tuple[ConsumerRecord, Prediction]]
+    invalid: list[tuple[ConsumerRecord, InvalidEvent]]
+    events: int
+    started: float  # perf_counter, for the batch time
+    taken_at: float  # monotonic, for the age of the work in hand
+    enqueued: float  # perf_counter, for the publish stage
+
+
+class Guarantee(Protocol):
+    def admit(self, records: Records) -> Records:
+        """The polled records this instance may process now."""
+
+    @property
+    def awaiting_acknowledgement(self) -> bool:
+        """Whether outputs are with Kafka whose answer the loop should pick up soon."""
+
+    async def hand_over(self, work: Work) -> None:
+        """Give the outputs to Kafka; acknowledgement and commit come later."""
+
+    async def between_batches(self, idle: bool) -> None:
+        """Take in acknowledgements, commit what is due, recover from failed deliveries."""
+
+    async def finish(self) -> bool:
+        """Wait until everything handed over is delivered and committed; False if it could not be."""
+
+    async def abandon(self) -> None:
+        """Give up everything not yet committed; its records will be read again."""
+
+    async def on_revoked(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    async def on_assigned(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    async def close(self) -> None: ...
