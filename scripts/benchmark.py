@@ -6,10 +6,12 @@ Every program under test runs as its own process pinned to one core (`taskset -c
 fresh topics with its own consumer group:
 1. the seed's per-message design (scripts/seed_baseline.py), on a small backlog, it is slow;
 2. the pass-through ceiling (scripts/passthrough.py): consume and produce, no work;
-3. the service draining the same backlog; then two instances in one group, one core each;
-4. the service's latency at a steady 1,000 events/s and at half its measured peak; latency is
-   the output record's Kafka timestamp minus the input record's;
-5. the service's peak memory draining 1,000,000 events from 1,000,000 distinct users, with the
+3. the service draining the same backlog, at least once and exactly once; then two instances
+   in one group, one core each, in each mode;
+4. the service's latency at a steady 1,000 events/s and at half its measured peak, in each
+   mode; latency is the output record's Kafka timestamp minus the input record's, and, as
+   "visible", when a read_committed reader had the output minus the input's timestamp;
+5. the service's peak memory (exactly once) draining 1,000,000 events from 1,000,000 distinct users, with the
    store in memory and again with a per-user cache smaller than the store (every user a miss).
 It loads its own offline store (database `<MYSQL_DATABASE>_benchmark`) and trains its own model
 under .stack/benchmark/, so a service that may be running keeps its model and data. It prints
@@ -40,6 +42,7 @@ from config import load_settings  # noqa: E402
 
 OUT_DIR = ROOT / ".stack" / "benchmark"
 SERVICE_CORE = 1
+AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 # Below the benchmark store's 8,500 users with history, so the cache works per user.
 PER_USER_CACHE = 5_000
 
@@ -83,7 +86,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         print("== seed baseline", flush=True)
         seed_topic = await new_backlog(settings, args.seed_events, seed=1)
-        env = run_env(settings, base, seed_topic)
+        env = run_env(settings, base, seed_topic, AT_LEAST_ONCE)
         topics += [seed_topic, env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
         seed = await drain("seed per-message design", "scripts/seed_baseline.py", settings, env, args.seed_events, logs, [SERVICE_CORE])
         drains.append(seed)
@@ -91,43 +94,49 @@ async def main(args: argparse.Namespace) -> None:
         print(f"== backlog of {args.events:,} events", flush=True)
         backlog = await new_backlog(settings, args.events, seed=2)
         topics.append(backlog)
-        for name, script, cores in (
-            ("pass-through ceiling", "scripts/passthrough.py", [SERVICE_CORE]),
-            ("prediction service", "prediction_service.py", [SERVICE_CORE]),
-            ("prediction service, 2 instances", "prediction_service.py", [0, 1]),
+        for name, script, guarantee, cores in (
+            ("pass-through ceiling", "scripts/passthrough.py", AT_LEAST_ONCE, [SERVICE_CORE]),
+            (f"prediction service, {AT_LEAST_ONCE}", "prediction_service.py", AT_LEAST_ONCE, [SERVICE_CORE]),
+            (f"prediction service, {EXACTLY_ONCE}", "prediction_service.py", EXACTLY_ONCE, [SERVICE_CORE]),
+            (f"prediction service, {AT_LEAST_ONCE}, 2 instances", "prediction_service.py", AT_LEAST_ONCE, [0, 1]),
+            (f"prediction service, {EXACTLY_ONCE}, 2 instances", "prediction_service.py", EXACTLY_ONCE, [0, 1]),
         ):
             print(f"== {name}", flush=True)
-            env = run_env(settings, base, backlog)
+            env = run_env(settings, base, backlog, guarantee)
             topics += [env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
             drains.append(await drain(name, script, settings, env, args.events, logs, cores))
 
-        peak = drains[2].events_per_s
-        for rate in (1_000.0, round(peak / 2, -2)):
-            print(f"== latency at {rate:,.0f} events/s", flush=True)
-            env = run_env(settings, base, f"bench-lat-{int(rate)}-{time.time_ns()}-in")
-            topics += [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
-            latencies.append(await steady_latency(f"at {rate:,.0f}/s", settings, env, rate, args.seconds, logs, SERVICE_CORE))
+        for guarantee, peak in ((AT_LEAST_ONCE, drains[2].events_per_s), (EXACTLY_ONCE, drains[3].events_per_s)):
+            for rate in (1_000.0, round(peak / 2, -2)):
+                print(f"== latency at {rate:,.0f} events/s, {guarantee}", flush=True)
+                env = run_env(settings, base, f"bench-lat-{int(rate)}-{time.time_ns()}-in", guarantee)
+                topics += [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
+                name = f"at {rate:,.0f}/s, {guarantee}"
+                latencies.append(await steady_latency(name, settings, env, rate, args.seconds, logs, SERVICE_CORE))
 
         if not args.quick:
             print(f"== memory: {args.memory_events:,} events from as many distinct users", flush=True)
             big = await new_backlog(settings, args.memory_events, seed=3, distinct_users=True)
-            env = run_env(settings, base, big)
+            env = run_env(settings, base, big, EXACTLY_ONCE)
             topics += [big, env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
-            name = f"prediction service, {args.memory_events:,} distinct users"
+            name = f"prediction service, {EXACTLY_ONCE}, {args.memory_events:,} distinct users"
             drains.append(await drain(name, "prediction_service.py", settings, env, args.memory_events, logs, [SERVICE_CORE]))
             # Again with a cache smaller than the store, so every user is a miss fetched from
             # MySQL and the per-user cache has to stay within its bound.
-            env = run_env(settings, base, big, FEATURE_CACHE_MAX_USERS=str(PER_USER_CACHE))
+            env = run_env(settings, base, big, EXACTLY_ONCE, FEATURE_CACHE_MAX_USERS=str(PER_USER_CACHE))
             topics += [env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
             name = f"{name}, per-user cache of {PER_USER_CACHE:,}"
             drains.append(await drain(name, "prediction_service.py", settings, env, args.memory_events, logs, [SERVICE_CORE]))
     finally:
         await delete_topics(settings, topics)
 
-    service, ceiling, seed = drains[2], drains[1], drains[0]
+    seed, ceiling, at_least_once, exactly_once = drains[:4]
     ratios = {
-        "service ÷ pass-through ceiling (%)": 100 * service.events_per_s / ceiling.events_per_s,
-        "service ÷ seed per-message design (×)": service.events_per_s / seed.events_per_s,
+        f"{AT_LEAST_ONCE} ÷ pass-through ceiling (%)": 100 * at_least_once.events_per_s / ceiling.events_per_s,
+        f"{AT_LEAST_ONCE} ÷ seed per-message design (×)": at_least_once.events_per_s / seed.events_per_s,
+        f"{EXACTLY_ONCE} ÷ pass-through ceiling (%)": 100 * exactly_once.events_per_s / ceiling.events_per_s,
+        f"{EXACTLY_ONCE} ÷ seed per-message design (×)": exactly_once.events_per_s / seed.events_per_s,
+        f"{EXACTLY_ONCE} ÷ {AT_LEAST_ONCE} (%)": 100 * exactly_once.events_per_s / at_least_once.events_per_s,
     }
     context = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(), "service_core": SERVICE_CORE,

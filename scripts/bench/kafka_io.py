@@ -153,6 +153,30 @@ class TopicTimes:
         return max(self.by_event.values())
 
 
+async def watch_arrivals(settings: Settings, topic: str, arrived: dict[str, float]) -> None:
+    """Until cancelled, note when (epoch ms) a read_committed reader first has each event's output."""
+    import msgspec
+
+    class WithId(msgspec.Struct):
+        event_id: str
+
+    decode = msgspec.json.Decoder(WithId).decode
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest",
+        isolation_level="read_committed", fetch_max_wait_ms=5,
+    )
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=100)
+            now_ms = time.time() * 1000
+            for records in batches.values():
+                for record in records:
+                    arrived.setdefault(decode(record.value).event_id, now_ms)
+    finally:
+        await consumer.stop()
+
+
 async def read_times(settings: Settings, topic: str, expected: int, timeout_s: float = 120.0) -> TopicTimes:
     """Every record's timestamp, by the `event_id` field of its JSON value, read from the start."""
     import msgspec

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.kafka_io import create_topics, events, load_backlog, read_times, record_count, send_paced
+from bench.kafka_io import create_topics, events, load_backlog, read_times, record_count, send_paced, watch_arrivals
 from bench.processes import Pinned, start_pinned
 from config import Settings
 
@@ -41,16 +41,21 @@ class LatencyResult:
     p99_ms: float
     max_ms: float
     missing: int = 0
+    # When a read_committed reader had the output (exactly once: after its transaction
+    # committed) minus the input's Kafka timestamp.
+    visible_p50_ms: float = 0.0
+    visible_p99_ms: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
 
 
-def run_env(settings: Settings, base_env: dict[str, str], input_topic: str, **extra: str) -> dict[str, str]:
+def run_env(settings: Settings, base_env: dict[str, str], input_topic: str, guarantee: str, **extra: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     return {
         **base_env,
+        "PROCESSING_GUARANTEE": guarantee,
         "INPUT_TOPIC": input_topic,
         "OUTPUT_TOPIC": f"bench-{run}-out",
         "DLQ_TOPIC": f"bench-{run}-dlq",
@@ -79,14 +84,17 @@ async def drain(
     try:
         cpu_at_first = None
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        done = 0
+        done = before = 0
         while time.monotonic() < deadline:
             _check_alive(processes)
             done = await record_count(settings, output)
             if done and cpu_at_first is None:
                 cpu_at_first = sum(p.cpu_s() for p in processes)
-            if done >= count:
+            # Offsets count transaction markers too, so the count may pass `count` early; done
+            # once it also stands still.
+            if done >= count and done == before:
                 break
+            before = done
             await asyncio.sleep(0.05)
         cpu = sum(p.cpu_s() for p in processes) - (cpu_at_first or 0.0)
         rss = max(p.peak_rss_mb() for p in processes)
@@ -109,17 +117,26 @@ async def steady_latency(
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        sent = await send_paced(settings, input_topic, events(int(rate * seconds), USERS, seed=int(rate)), rate, seconds)
-        inputs = await read_times(settings, input_topic, sent)
-        outputs = await read_times(settings, output, sent, timeout_s=60)
+        arrived: dict[str, float] = {}
+        watching = asyncio.create_task(watch_arrivals(settings, output, arrived))
+        try:
+            sent = await send_paced(settings, input_topic, events(int(rate * seconds), USERS, seed=int(rate)), rate, seconds)
+            inputs = await read_times(settings, input_topic, sent)
+            outputs = await read_times(settings, output, sent, timeout_s=60)
+        finally:
+            watching.cancel()
     finally:
         service.stop()
     latencies = sorted(outputs.by_event[e] - t for e, t in inputs.by_event.items() if e in outputs.by_event)
     if not latencies:
         raise SystemExit(f"{name}: no predictions; see {service.log_path}")
     q = statistics.quantiles(latencies, n=100, method="inclusive")
+    visible = sorted(arrived[e] - t for e, t in inputs.by_event.items() if e in arrived)
+    v = statistics.quantiles(visible, n=100, method="inclusive") if len(visible) > 1 else [float("nan")] * 99
     missing = sent - len(latencies)
-    return LatencyResult(name, rate, len(latencies), q[49], q[94], q[98], latencies[-1], missing, [float(x) for x in latencies])
+    return LatencyResult(
+        name, rate, len(latencies), q[49], q[94], q[98], latencies[-1], missing, v[49], v[98], [float(x) for x in latencies]
+    )
 
 
 def slug(name: str) -> str:
