@@ -78,23 +78,32 @@ class InMemorySource:
         self._log_end = log_end or {}
         self.paused: set[TopicPartition] = set()
 
+        self._held: list[ConsumerRecord] = []  # records of paused partitions, handed out once resumed
+
     def pause(self, *partitions: TopicPartition) -> None:
         self.paused.update(partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
         self.paused.difference_update(partitions)
+        released = [r for r in self._held if TopicPartition(r.topic, r.partition) in partitions]
+        if released:
+            self._held = [r for r in self._held if r not in released]
+            self._batches.insert(0, released)
 
     async def getmany(self, *partitions, timeout_ms: int, max_records: int | None = None):
-        await asyncio.sleep(0)  # a real poll gives other tasks a turn
+        await asyncio.sleep(0.001)  # a real poll gives other tasks a turn
         if not self._batches:
             self._empty_polls += 1
-            if self._empty_polls >= 3:
+            if self._empty_polls >= 3 and not self._held:
                 self._stop.set()  # drained, and nothing came back after a rewind: let the loop finish
             return {}
         self._empty_polls = 0
         batch = self._batches.pop(0)
         if isinstance(batch, Exception):
             raise batch
+        if self.paused:
+            self._held += [r for r in batch if TopicPartition(r.topic, r.partition) in self.paused]
+            batch = [r for r in batch if TopicPartition(r.topic, r.partition) not in self.paused]
         self.delivered.extend(batch)
         grouped: dict[TopicPartition, list[ConsumerRecord]] = {}
         for record in batch:
@@ -200,3 +209,78 @@ class InMemorySink:
 
     def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
         return [message for message in self.sent if message[0] == topic]
+
+
+class InMemoryTransactionLog:
+    """The broker's side of transactions: outputs are visible once their transaction commits,
+    committed offsets land in the source's commits, and starting a producer fences the previous
+    one with the same transactional id. `first_sink` options apply to the first producer made."""
+
+    def __init__(self, source: InMemorySource, **first_sink) -> None:
+        self.source = source
+        self.visible: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.epochs: dict[str, int] = {}
+        self.aborted = 0
+        self.producers: list[InMemoryTransactionalSink] = []
+        self._first_sink = first_sink
+
+    def producer(self, transactional_id: str) -> InMemoryTransactionalSink:
+        options, self._first_sink = self._first_sink, {}
+        sink = InMemoryTransactionalSink(self, transactional_id, **options)
+        self.producers.append(sink)
+        return sink
+
+    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        return [message for message in self.visible if message[0] == topic]
+
+
+class InMemoryTransactionalSink(InMemorySink):
+    def __init__(self, log: InMemoryTransactionLog, transactional_id: str, **options) -> None:
+        super().__init__(**options)
+        self.log = log
+        self.transactional_id = transactional_id
+        self.epoch = 0
+        self._mark: int | None = None  # where the open transaction's records start in `sent`
+        self._offsets: dict[TopicPartition, int] = {}
+
+    def _check_not_fenced(self) -> None:
+        from aiokafka.errors import ProducerFenced
+
+        if self.log.epochs.get(self.transactional_id) != self.epoch:
+            raise ProducerFenced()
+
+    async def start(self) -> None:
+        self.epoch = self.log.epochs[self.transactional_id] = self.log.epochs.get(self.transactional_id, 0) + 1
+
+    async def stop(self) -> None:
+        pass
+
+    async def begin_transaction(self) -> None:
+        self._check_not_fenced()
+        self._mark, self._offsets = len(self.sent), {}
+
+    def _deliver(self, topic: str, records: list[tuple]) -> asyncio.Future:
+        try:
+            self._check_not_fenced()
+        except Exception as exc:  # noqa: BLE001 - a fenced producer's sends fail, as the broker refuses them
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        return super()._deliver(topic, records)
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        self._check_not_fenced()
+        self._offsets.update(offsets)
+
+    async def commit_transaction(self) -> None:
+        self._check_not_fenced()
+        assert self._mark is not None, "commit outside a transaction"
+        self.log.visible.extend(self.sent[self._mark:])
+        self.log.source.commits.append(dict(self._offsets))
+        self._mark = None
+
+    async def abort_transaction(self) -> None:
+        if self._mark is not None:
+            del self.sent[self._mark:]
+            self._mark = None
+        self.log.aborted += 1

@@ -10,11 +10,11 @@ from config import Settings
 from events.dead_letter import read_dead_letter_headers
 from events.invalid_samples import INVALID_SAMPLES
 from events.schema import decode_prediction
-from service.batch import ModelOutputError
 from service.at_least_once import AtLeastOnce
+from service.batch import ModelOutputError
 from service.loop import FinishBatchBeforeRevoke, PredictionLoop
-from service.stats import ServiceStats
 from service.offsets import next_offsets
+from service.stats import ServiceStats
 from tests.factories import event_bytes, small_feature_table, trained_model
 from tests.fakes import InMemoryFeatureStore, InMemorySink, InMemorySource, make_record
 
