@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
+from chaos.tcp_proxy import TcpProxy
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
-from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_hostile_records import decode
 from tests.integration.test_pipeline import as_records, read_predictions
 
@@ -40,7 +41,7 @@ def test_a_batch_stuck_past_the_rebalance_deadline_is_abandoned_not_duplicated(p
         stuck.wait_for_message("MySQL unavailable while looking up features", timeout_s=30)
 
         joining = start_service(**FAST_GROUP)
-        stuck.wait_for_message("abandoning the batch in hand uncommitted (the rebalance", timeout_s=60)
+        stuck.wait_for_message("abandoning the work in hand uncommitted (the rebalance", timeout_s=60)
         proxy.restore()
 
         predicted = Counter(decode(r) for r in read_predictions(pipeline_settings, [e.event_id for e in events], timeout_s=90))
@@ -52,6 +53,47 @@ def test_a_batch_stuck_past_the_rebalance_deadline_is_abandoned_not_duplicated(p
         stuck.wait_for_message("partitions assigned", count=2)
         assert not [m for m in stuck.messages() if "could not commit" in m], "it stayed a member"
         assert stuck.stop() == 0 and joining.stop() == 0
+
+
+def test_a_zombie_instance_is_fenced_and_no_event_is_predicted_twice(pipeline_settings, start_service):
+    """One of two instances is frozen (SIGSTOP) mid-stream past its session timeout, so the other takes its
+    partitions over, then thawed: whatever it had in hand is fenced off, and a read_committed reader sees
+    every event predicted exactly once."""
+    zombie = start_service(**FAST_GROUP)
+    zombie.wait_for_message("transactions ready")
+    survivor = start_service(**FAST_GROUP)
+    survivor.wait_for_message("transactions ready")
+    events = random_events(1_500, list(range(STORE_USERS)), seed=61)
+    records = as_records(events)
+    assert zombie.process is not None
+
+    async def stream() -> None:
+        # 3 s of steady load around the freeze, so the zombie has transactions open when it stops.
+        for n in range(0, len(records), 50):
+            await send_records(pipeline_settings, records[n:n + 50])
+            await asyncio.sleep(0.1)
+
+    async def freeze_mid_stream() -> None:
+        await asyncio.sleep(1.0)
+        zombie.process.send_signal(signal.SIGSTOP)
+
+    async def both() -> None:
+        await asyncio.gather(stream(), freeze_mid_stream())
+
+    try:
+        asyncio.run(both())
+        survivor.wait_for_message("partitions assigned", count=2, timeout_s=60)  # took the zombie's partitions
+    finally:
+        zombie.process.send_signal(signal.SIGCONT)
+    zombie.wait_for_message("partitions assigned", count=3, timeout_s=60)  # rejoined after waking
+
+    wanted = [e.event_id for e in events]
+    predicted = Counter(decode(r) for r in read_predictions(pipeline_settings, wanted, timeout_s=90))
+    late = asyncio.run(read_topic(pipeline_settings, pipeline_settings.output_topic, lambda rs: False, 3))
+    assert Counter(decode(r) for r in late) == predicted
+    assert set(predicted) == set(wanted)
+    assert max(predicted.values()) == 1, "no event predicted twice"
+    assert zombie.stop() == 0 and survivor.stop() == 0
 
 
 def test_offsets_deleted_by_retention_are_reported_not_skipped_silently(pipeline_settings, start_service):
