@@ -30,8 +30,9 @@ def busy_cores():
 
 
 def test_the_demo_passes_with_every_core_busy_and_its_log_survives_redirection(pipeline_env, busy_cores, tmp_path):
-    """With a busy loop on every core, demo.sh waits for readiness, gets a prediction for every valid event,
-    ends with a latency summary in ms, and its output redirected to a file holds all of it."""
+    """With a busy loop on every core, demo.sh waits for readiness, kills the service mid-stream and starts it
+    again, gets exactly one prediction for every valid event, ends with a latency summary in ms, and its output
+    redirected to a file holds all of it."""
     log_path = tmp_path / "demo.log"
     env = {**os.environ, **pipeline_env, "DEMO_EVENTS": str(DEMO_EVENTS), "DEMO_LOG_DIR": str(tmp_path / "logs")}
     env.pop("METRICS_PORT", None)  # the demo picks a free port of its own
@@ -48,10 +49,11 @@ def test_the_demo_passes_with_every_core_busy_and_its_log_survives_redirection(p
     assert sent and int(sent[1]) == DEMO_EVENTS
     last = lines[-1]
     match = re.fullmatch(
-        r"demo OK: (\d+) valid events sent, (\d+) predictions received; "
+        r"demo OK: (\d+) valid events sent, (\d+) predictions received, (\d+) events predicted twice "
+        r"\(exactly_once, the service killed with SIGKILL mid-stream and restarted\); "
         r"latency after the event p50 \d+ ms, p95 \d+ ms, p99 \d+ ms, max \d+ ms",
         last,
     )
     assert match, last
-    assert int(match[1]) == int(sent[2]) and int(match[2]) >= int(match[1])
+    assert int(match[1]) == int(sent[2]) and int(match[2]) == int(match[1]) and int(match[3]) == 0
     assert len(re.findall(r"(?m)^user +\d+ +p=", text)) >= int(sent[2]), "every prediction is printed"
