@@ -161,7 +161,8 @@ async def _run_until_stopped(prediction_loop: PredictionLoop, stop: asyncio.Even
         if not running.done():
             running.cancel()
             await asyncio.wait({running}, timeout=1.0)
-        await prediction_loop.close()
+        # In exactly_once, aborting what is open and stopping a producer per partition.
+        await _close("the producers", prediction_loop.close, clock, 0.5)
     if running.done() and not running.cancelled():
         running.result()
 

@@ -19,6 +19,7 @@ from config import Settings
 from events.schema import InvalidEvent, Prediction
 from service.guarantee import Records, Work
 from service.partition_transaction import PartitionTransaction, ProducerFactory
+from service.publish import KeyPartitions
 from service.source import RecordSource
 from service.stats import ServiceStats
 
@@ -35,6 +36,7 @@ class ExactlyOnce:
         self._stats = stats
         self._stop = stop
         self._transactions: dict[TopicPartition, PartitionTransaction] = {}
+        self._key_partitions = KeyPartitions()
         # Per partition, the generation its records were polled in (the loop processes one
         # batch at a time, so the last poll's is the batch's).
         self._polled_in: dict[TopicPartition, int] = {}
@@ -85,7 +87,7 @@ class ExactlyOnce:
         for tp in partitions:
             if tp not in self._transactions:
                 self._transactions[tp] = PartitionTransaction(
-                    tp, self._settings, self._source, self._new_producer, self._stats, self._stop
+                    tp, self._settings, self._source, self._new_producer, self._stats, self._stop, self._key_partitions
                 )
 
     async def close(self) -> None:

@@ -40,7 +40,7 @@ from config import Settings
 from service.at_least_once import account_delivered
 from service.guarantee import Work
 from service.offsets import name
-from service.publish import OutputRefused, Pending, Publisher, RecordSink, RecordsRefused, Refusals
+from service.publish import KeyPartitions, OutputRefused, Pending, Publisher, RecordSink, RecordsRefused, Refusals
 from service.retry import Backoff, describe_error, log_retry, pause_unless_stopped
 from service.source import RecordSource
 from service.stats import ServiceStats
@@ -97,8 +97,10 @@ class PartitionTransaction:
         new_producer: ProducerFactory,
         stats: ServiceStats,
         stop: asyncio.Event,
+        key_partitions: KeyPartitions,
     ) -> None:
         self.tp = tp
+        self._key_partitions = key_partitions
         self._settings = settings
         self._source = source
         self._new_producer = new_producer
@@ -223,7 +225,7 @@ class PartitionTransaction:
         self._producer = producer
         await _within(producer.start(), "starting the transactional producer")
         self._publisher = Publisher(
-            producer, self._settings.output_topic, self._settings.dlq_topic, self._stats, self._refusals
+            producer, self._settings.output_topic, self._settings.dlq_topic, self._stats, self._refusals, self._key_partitions
         )
         committed = await _within(self._source.committed(self.tp), "reading the committed offset")
         if committed is None:

@@ -166,19 +166,34 @@ def dead_letter_for(record: ConsumerRecord, error: InvalidEvent, dlq_topic: str)
     return Outgoing(dlq_topic, letter.key, letter.value, letter.headers, record, is_dead_letter=True)
 
 
+class KeyPartitions:
+    """User id → (key, output partition), for the topic's current partition count."""
+
+    def __init__(self) -> None:
+        self._partitions = 0
+        self._of: dict[int, tuple[bytes, int]] = {}
+
+    def table(self, partitions: int) -> dict[int, tuple[bytes, int]]:
+        if partitions != self._partitions:
+            self._of = {}  # the topic grew: keys move, as they do for every producer
+            self._partitions = partitions
+        return self._of
+
+
 class Publisher:
     def __init__(
-        self, sink: RecordSink, output_topic: str, dlq_topic: str, stats: ServiceStats, refusals: Refusals | None = None
+        self, sink: RecordSink, output_topic: str, dlq_topic: str, stats: ServiceStats, refusals: Refusals | None = None,
+        key_partitions: KeyPartitions | None = None,
     ) -> None:
-        """`refusals`: publish into transactions, with the refusal policy carried by `refusals`."""
+        """`refusals`: publish into transactions, with the refusal policy carried by `refusals`.
+        `key_partitions`: shared by the publishers of one process, so each user's is computed once."""
         self._sink = sink
         self._refusals = refusals
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
         self._stats = stats
-        self._partition_of: dict[int, tuple[bytes, int]] = {}  # user id → (key, partition)
+        self._key_partitions = KeyPartitions() if key_partitions is None else key_partitions
         self._senders: dict[int, PartitionSender] = {}
-        self._partitions = 0
 
     async def enqueue(
         self,
@@ -277,10 +292,7 @@ class Publisher:
     async def _enqueue_predictions(self, predictions: Sequence[tuple[ConsumerRecord, Prediction]], pending: Pending) -> None:
         topic = self._output_topic
         partitions = len(await self._sink.partitions_for(topic))
-        if partitions != self._partitions:
-            self._partition_of.clear()  # the topic grew: keys move, as they do for every producer
-            self._partitions = partitions
-        partition_of = self._partition_of
+        partition_of = self._key_partitions.table(partitions)
         encode = encode_prediction
         by_partition: dict[int, list[Row]] = {}
         for record, prediction in predictions:
