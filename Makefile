@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 # .env is not included here: make would cut a value at `#` and expand `$`. The programs
 # (config.py) and the stack (stack/lib.sh) each read it with python-dotenv instead.
 
-.PHONY: help install up down status train demo test test-unit lint benchmark clean
+.PHONY: help install up down status train demo test test-unit lint benchmark chaos clean
 
 help:
 	@echo "make demo       install, start Kafka + MariaDB, train, run producer -> service -> consumer"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-unit  the tests that need neither Kafka nor MySQL"
 	@echo "make lint       ruff and mypy over the whole tree (settings in pyproject.toml)"
 	@echo "make benchmark  the service against the seed design and a pass-through ceiling: throughput, latency, memory (~10 min)"
+	@echo "make chaos      the service under kill -9, zombies, scaling, broker and MySQL outages: lost, duplicated or wrong predictions (~10 min)"
 	@echo "make up / down  start / stop the local Kafka and MariaDB (state in .stack/)"
 	@echo "make train      load the offline store and train the model"
 	@echo "make clean      stop the stack and delete its data, the virtualenv and model artifacts"
@@ -67,6 +68,11 @@ lint: install
 # running service may use alone.
 benchmark: install up
 	$(PY) scripts/benchmark.py
+
+# `up` for the Kafka jars it resolves and caches (.stack/kafka/classpath-*.txt): the harness runs
+# its own broker and MariaDB from them, and leaves the local stack's data alone.
+chaos: install up
+	$(PY) scripts/chaos.py
 
 clean:
 	@bash stack/down.sh --purge

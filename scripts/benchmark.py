@@ -3,7 +3,8 @@
     make benchmark        # or: .venv/bin/python scripts/benchmark.py [--events 200000] [--quick]
 
 Every program under test runs as its own process pinned to one core (`taskset -c 1`), on
-fresh topics with its own consumer group:
+fresh topics with its own consumer group; the local stack's broker and MariaDB are kept off
+that core meanwhile (restored at the end), as if they ran on other machines:
 1. the seed's per-message design (scripts/seed_baseline.py), on a small backlog, it is slow;
 2. the pass-through ceiling (scripts/passthrough.py): consume and produce, no work;
 3. the service draining the same backlog, at least once and exactly once; then two instances
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # run as `python scripts/benchmark.py`: the proje
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench.kafka_io import delete_topics  # noqa: E402
+from bench.processes import stack_kept_off  # noqa: E402
 from bench.report import table, write_chart, write_json  # noqa: E402
 from bench.scenarios import drain, new_backlog, run_env, steady_latency  # noqa: E402
 from config import load_settings  # noqa: E402
@@ -83,7 +86,11 @@ async def main(args: argparse.Namespace) -> None:
     topics: list[str] = []
     drains, latencies = [], []
     started = time.monotonic()
+    off_core = contextlib.ExitStack()
     try:
+        moved = off_core.enter_context(stack_kept_off(SERVICE_CORE))
+        if moved:
+            print(f"== the local stack's broker and MariaDB kept off core {SERVICE_CORE} until the end", flush=True)
         print("== seed baseline", flush=True)
         seed_topic = await new_backlog(settings, args.seed_events, seed=1)
         env = run_env(settings, base, seed_topic, AT_LEAST_ONCE)
@@ -128,6 +135,7 @@ async def main(args: argparse.Namespace) -> None:
             name = f"{name}, per-user cache of {PER_USER_CACHE:,}"
             drains.append(await drain(name, "prediction_service.py", settings, env, args.memory_events, logs, [SERVICE_CORE]))
     finally:
+        off_core.close()
         await delete_topics(settings, topics)
 
     seed, ceiling, at_least_once, exactly_once = drains[:4]
@@ -141,6 +149,7 @@ async def main(args: argparse.Namespace) -> None:
     context = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(), "service_core": SERVICE_CORE,
         "kafka": settings.kafka_bootstrap_servers, "backlog_events": args.events, "seconds": round(time.monotonic() - started),
+        "stack_kept_off_service_core": bool(moved),
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     write_json(OUT_DIR / "results.json", drains, latencies, ratios, context)

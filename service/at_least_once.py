@@ -72,6 +72,10 @@ class AtLeastOnce:
     def awaiting_acknowledgement(self) -> bool:
         return bool(self._in_flight)
 
+    @property
+    def holds_work(self) -> bool:
+        return bool(self._in_flight or self._acknowledged)
+
     async def hand_over(self, work: Work) -> None:
         pending = await self._publisher.enqueue(work.predictions, work.invalid)
         self._in_flight.append(InFlight(work, pending))
@@ -98,6 +102,8 @@ class AtLeastOnce:
             return await self._commit_now()
 
     async def abandon(self) -> None:
+        for batch in self._in_flight:
+            batch.pending.discard()
         self._in_flight.clear()
         self._acknowledged = {}
 

@@ -60,6 +60,10 @@ class ExactlyOnce:
     def awaiting_acknowledgement(self) -> bool:
         return False  # the transactions take their acknowledgements themselves
 
+    @property
+    def holds_work(self) -> bool:
+        return any(transaction.holds_work for transaction in self._transactions.values())
+
     async def hand_over(self, work: Work) -> None:
         for tp, share in split_by_partition(work).items():
             transaction = self._transactions.get(tp)

@@ -42,6 +42,10 @@ class Guarantee(Protocol):
     def awaiting_acknowledgement(self) -> bool:
         """Whether outputs are with Kafka whose answer the loop should pick up soon."""
 
+    @property
+    def holds_work(self) -> bool:
+        """Whether anything handed over is not committed yet."""
+
     async def hand_over(self, work: Work) -> None:
         """Give the outputs to Kafka; acknowledgement and commit come later."""
 

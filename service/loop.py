@@ -148,8 +148,9 @@ class PredictionLoop:
 
     async def abandon(self, why: str) -> None:
         """Give up the work in hand before it commits; its records will be read again."""
-        log.warning("abandoning the work in hand uncommitted (%s); it will be processed again", why)
         batch = self._processing
+        if batch is not None or self.guarantee.holds_work:
+            log.warning("abandoning the work in hand uncommitted (%s); it will be processed again", why)
         if batch is not None and not batch.done():
             batch.cancel()
             await asyncio.wait({batch}, timeout=ABANDON_WAIT_S)

@@ -121,6 +121,7 @@ class PartitionTransaction:
         self._producer: TransactionalSink | None = None
         self._publisher: Publisher | None = None
         self._in_transaction = False
+        self._stopping: asyncio.Task | None = None
         self._refusals = Refusals()
         source.pause(tp)  # until positioned at the last commit
         self._task = asyncio.create_task(self._run(), name=f"transactions of {name(tp)}")
@@ -148,6 +149,10 @@ class PartitionTransaction:
         self._queued.set()
 
     @property
+    def holds_work(self) -> bool:
+        return bool(self._queue) or self._in_transaction
+
+    @property
     def oldest_taken_at(self) -> float | None:
         return self._queue[0].taken_at if self._queue else None
 
@@ -161,6 +166,8 @@ class PartitionTransaction:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._stopping is not None:
+            await asyncio.wait({self._stopping})
         await self._discard_producer()
 
     # --- the worker ---
@@ -248,11 +255,29 @@ class PartitionTransaction:
         assert producer is not None and publisher is not None
         await producer.begin_transaction()
         self._in_transaction = True
-        opened = time.monotonic()
-        deadline = opened + self._settings.commit_interval_ms / 1000
+        deadline = time.monotonic() + self._settings.commit_interval_ms / 1000
         taken: list[tuple[Work, Pending]] = []
-        records = 0
-        settled = 0
+        try:
+            await self._publish_queued(publisher, taken, deadline)
+            offset = taken[-1][0].offsets[self.tp]
+            committing = time.perf_counter()
+            await _within(producer.send_offsets_to_transaction({self.tp: offset}, self._settings.kafka_group_id),
+                          "adding the offset to the transaction")
+            await _within(producer.commit_transaction(), "committing the transaction")
+        except BaseException:
+            for _, pending in taken:
+                pending.discard()
+            raise
+        self._in_transaction = False
+        self._refusals.forget_before(self.tp.partition, offset)
+        self._stats.observe_stage("commit", time.perf_counter() - committing)
+        for share, _ in taken:
+            account_delivered(self._stats, share)
+
+    async def _publish_queued(self, publisher: Publisher, taken: list[tuple[Work, Pending]], deadline: float) -> None:
+        """Hand the queued work to the producer and wait for its acknowledgement, taking in what
+        is queued meanwhile, until the queue is empty, the transaction is full or its time is up."""
+        records = settled = 0
         while True:
             while self._queue and records < self._settings.batch_max_records:
                 share = self._queue.popleft()
@@ -263,17 +288,7 @@ class PartitionTransaction:
                 await _within(publisher.settle(pending), "waiting for the acknowledgement of outputs")
             settled = len(taken)
             if not self._queue or records >= self._settings.batch_max_records or time.monotonic() >= deadline:
-                break
-        offset = taken[-1][0].offsets[self.tp]
-        committing = time.perf_counter()
-        await _within(producer.send_offsets_to_transaction({self.tp: offset}, self._settings.kafka_group_id),
-                      "adding the offset to the transaction")
-        await _within(producer.commit_transaction(), "committing the transaction")
-        self._in_transaction = False
-        self._refusals.forget_before(self.tp.partition, offset)
-        self._stats.observe_stage("commit", time.perf_counter() - committing)
-        for share, _ in taken:
-            account_delivered(self._stats, share)
+                return
 
     def _lose_work(self) -> None:
         """Forget everything uncommitted; the partition stays paused until it is positioned again."""
@@ -293,8 +308,14 @@ class PartitionTransaction:
             await publisher.close()
         if producer is None:
             return
-        if self._in_transaction:
-            self._in_transaction = False
+        # A task of its own, so that cancelling the worker (a revoke, a shutdown) does not cut
+        # the producer's stop short and leave its connections open; close() waits for it.
+        self._stopping = asyncio.create_task(self._stop_producer(producer, abort=self._in_transaction))
+        self._in_transaction = False
+        await asyncio.shield(self._stopping)
+
+    async def _stop_producer(self, producer: TransactionalSink, abort: bool) -> None:
+        if abort:
             # Readers with read_committed wait behind an open transaction: end it now rather
             # than when the next owner starts or the transaction times out.
             with contextlib.suppress(Exception):

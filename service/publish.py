@@ -159,6 +159,17 @@ class Pending:
         """True once Kafka has answered for every delivery (success or not)."""
         return all(delivery.future.done() for delivery in self.deliveries)
 
+    def discard(self) -> None:
+        """Work given up: its outcomes are read whenever they come, so none is reported as lost."""
+        for delivery in self.deliveries:
+            delivery.future.add_done_callback(_outcome)
+
+
+def _outcome(future: asyncio.Future) -> BaseException | None:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
+
 
 def dead_letter_for(record: ConsumerRecord, error: InvalidEvent, dlq_topic: str) -> Outgoing:
     headers = dead_letter_headers(error, record.topic, record.partition, record.offset, record.headers)
@@ -272,9 +283,11 @@ class Publisher:
             return
         # asyncio.wait, not gather: a caller's timeout must not cancel the producer's futures.
         await asyncio.wait(pending.futures())
+        # Every outcome read first: one raised below would otherwise leave the others unread,
+        # and asyncio logs an unread failure as an error.
+        outcomes = [(delivery, _outcome(delivery.future)) for delivery in pending.deliveries]
         refused: list[tuple[Outgoing, BaseException]] = []
-        for delivery in pending.deliveries:
-            error = delivery.future.exception()
+        for delivery, error in outcomes:
             if error is None:
                 continue
             if isinstance(error, SETUP_REFUSALS):

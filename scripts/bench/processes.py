@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +57,35 @@ def start_pinned(script: str, env: dict[str, str], core: int | None, log_path: P
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     return Pinned(process, log_path)
+
+
+@contextlib.contextmanager
+def stack_kept_off(core: int) -> Iterator[list[int]]:
+    """Keep the local stack's broker and MariaDB (every thread of them) off `core` while the
+    benchmark runs, as if they ran on other machines; their affinity is restored afterwards.
+    Yields the pids moved (none when the stack's pid files are not there)."""
+    run_dir = Path(os.environ.get("STACK_DIR", ROOT / ".stack")) / "run"
+    saved: dict[int, set[int]] = {}
+    moved: list[int] = []
+    for name in ("kafka.pid", "mariadb.pid"):
+        try:
+            pid = int((run_dir / name).read_text().strip())
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (OSError, ValueError):
+            continue
+        for tid in threads:
+            try:
+                allowed = os.sched_getaffinity(tid)
+                if len(allowed - {core}) == 0:
+                    continue
+                os.sched_setaffinity(tid, allowed - {core})
+                saved[tid] = allowed
+            except OSError:  # the thread ended meanwhile
+                continue
+        moved.append(pid)
+    try:
+        yield moved
+    finally:
+        for tid, allowed in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, allowed)

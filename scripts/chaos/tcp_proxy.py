@@ -1,4 +1,5 @@
-"""A loopback TCP proxy a test can cut and restore, to take a real server away from the service."""
+"""A loopback TCP proxy a test or the fault harness can cut, restore or slow down, to take a real
+server away from the service, or make it answer late."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ def free_port() -> int:
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to the target while up; when cut, drops every connection and
-    refuses new ones, as a crashed or unreachable server would."""
+    refuses new ones, as a crashed or unreachable server would. With a delay set, every chunk of
+    the target's answers waits that long before it is forwarded, as from a slow server: a query
+    takes the delay longer, not twice it."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
+        # Read by the proxy's own thread at each chunk; a float assignment needs no lock.
+        self.delay_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -62,11 +67,13 @@ class TcpProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, server_writer))
-        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer, answers=True))
 
-    async def _pipe(self, reader, writer) -> None:
+    async def _pipe(self, reader, writer, answers: bool = False) -> None:
         try:
             while data := await reader.read(65536):
+                if answers and self.delay_s > 0:
+                    await asyncio.sleep(self.delay_s)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

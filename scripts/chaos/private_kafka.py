@@ -1,7 +1,8 @@
-"""A Kafka broker of a test's own, which the test may freeze or kill without touching the shared one.
+"""A Kafka broker of a test's (or the fault harness's) own, which it may freeze or kill without
+touching the shared one.
 
 It runs from the same jars as the local stack (their classpath is cached by stack/up.sh) on
-free loopback ports, with its data in the test's temporary folder.
+free loopback ports, with its data in the caller's folder.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.integration.service_process import REPO_ROOT
-from tests.integration.tcp_proxy import free_port
+from chaos.tcp_proxy import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 
 
@@ -75,15 +76,24 @@ class PrivateKafka:
             cluster_id = "A" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
             subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
                            check=True, capture_output=True, timeout=120)
-        self.log_path.write_bytes(b"")  # so the readiness check below reads this run's lines only
+        # Appended to, so a restart keeps the lines of the run before it; the readiness check
+        # below reads this run's lines only.
+        self.log_path.touch()
+        start_of_run = self.log_path.stat().st_size
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while "Kafka Server started" not in self.log_path.read_text(errors="replace"):
+        while "Kafka Server started" not in (this_run := self._log_since(start_of_run)):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private Kafka did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+                self.kill()
+                raise RuntimeError(f"private Kafka did not start:\n{this_run[-3000:]}")
             time.sleep(0.2)
         return self
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def freeze(self) -> None:
         """SIGSTOP: connections stay open but nothing answers, as with a hung broker or a partition."""
