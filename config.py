@@ -145,8 +145,8 @@ class Settings:
     batch_max_records: int = _setting("BATCH_MAX_RECORDS", 2_000, _integer(1, 100_000))
     poll_timeout_ms: int = _setting("POLL_TIMEOUT_MS", 200, _integer(1, 60_000))
     # at_least_once: acknowledged offsets are committed at most this often (and whenever the
-    # loop is idle); a crash replays at most this much work. exactly_once: the longest a
-    # transaction stays open (it commits sooner whenever its partition has nothing queued).
+    # loop is idle); a crash replays at most this much work. exactly_once: a transaction
+    # commits this long after it opened, so read_committed readers see outputs that much later.
     commit_interval_ms: int = _setting("COMMIT_INTERVAL_MS", 100, _integer(0, COMMIT_INTERVAL_MAX_MS))
     retry_backoff_initial_ms: int = _setting("RETRY_BACKOFF_INITIAL_MS", 200, _integer(1, 60_000))
     retry_backoff_max_ms: int = _setting("RETRY_BACKOFF_MAX_MS", 10_000, _integer(1, 600_000))

@@ -45,6 +45,8 @@ CLOSE_RESERVE_SHARE = 1 / 3
 CLOSE_RESERVE_MAX_S = 5.0
 # Bound on each close when the service ends without a stop request (an error).
 CLOSE_TIMEOUT_S = 10.0
+# aiokafka's wait before retrying a transactional request the broker was not ready for.
+TRANSACTION_RETRY_BACKOFF_MS = 20
 # Ends the last close a little before the watchdog would.
 CLOSE_MARGIN_S = 0.2
 
@@ -211,6 +213,10 @@ def _before_summary(stats: ServiceStats, cache: CachedFeatureStore | None) -> Ca
 def _producer(settings: Settings, transactional_id: str | None = None) -> AIOKafkaProducer:
     transactions = {} if transactional_id is None else {
         "transactional_id": transactional_id, "transaction_timeout_ms": transaction_timeout_ms(settings),
+        # The broker answers CONCURRENT_TRANSACTIONS while it still writes the previous
+        # transaction's markers, a few ms; aiokafka's default 100 ms wait before asking again
+        # then sets the latency of the next transaction.
+        "retry_backoff_ms": TRANSACTION_RETRY_BACKOFF_MS,
     }
     return AIOKafkaProducer(
         **transactions,

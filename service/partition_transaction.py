@@ -9,12 +9,15 @@ and refuses (fences) every later write of the former owner. Only after that does
 read the committed offset, so it resumes exactly where the last committed transaction ended.
 
 A worker task runs the transactions. The loop queues each batch's share of this partition and
-moves on; the worker opens a transaction, hands the queued outputs to the producer, waits for
-their acknowledgement, taking in whatever was queued meanwhile, and commits the offset with
-them once the queue is empty, COMMIT_INTERVAL_MS has passed or BATCH_MAX_RECORDS are in it:
-small transactions when the load is light (low latency), large ones under a backlog. Any
-failure drops the producer and everything uncommitted, and the partition is read again from
-its last commit by a new producer, whose start aborts what the old one left open.
+moves on; the worker opens a transaction when work arrives, hands each share's outputs to the
+producer as it comes (so they reach Kafka within milliseconds), and commits the offset with
+them COMMIT_INTERVAL_MS after it opened, when BATCH_MAX_RECORDS are in it, or at once when a
+rebalance or a shutdown waits for it. Committing whenever the queue ran empty was measured
+too: at 1,000 events/s it meant hundreds of tiny transactions a second, whose markers and
+round trips slowed the broker and held every next event back (p50 22 ms to Kafka, against a
+few ms now). Any failure drops the producer and everything uncommitted, and the partition is
+read again from its last commit by a new producer, whose start aborts what the old one left
+open.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class PartitionTransaction:
         self._space.set()
         self._idle = asyncio.Event()  # nothing queued and no transaction open
         self._idle.set()
+        self._hurry = asyncio.Event()  # someone waits for the commit: no waiting for more work
         self._producer: TransactionalSink | None = None
         self._publisher: Publisher | None = None
         self._in_transaction = False
@@ -157,8 +161,13 @@ class PartitionTransaction:
         return self._queue[0].taken_at if self._queue else None
 
     async def finish(self) -> None:
-        """Wait until everything queued is committed (or dropped by a failure, to be read again)."""
-        await self._idle.wait()
+        """Commit the open transaction now, and wait until everything queued is committed (or
+        dropped by a failure, to be read again)."""
+        self._hurry.set()
+        try:
+            await self._idle.wait()
+        finally:
+            self._hurry.clear()
 
     async def close(self) -> None:
         """Stop the worker; a transaction still open is aborted, never left hanging."""
@@ -275,20 +284,26 @@ class PartitionTransaction:
             account_delivered(self._stats, share)
 
     async def _publish_queued(self, publisher: Publisher, taken: list[tuple[Work, Pending]], deadline: float) -> None:
-        """Hand the queued work to the producer and wait for its acknowledgement, taking in what
-        is queued meanwhile, until the queue is empty, the transaction is full or its time is up."""
-        records = settled = 0
-        while True:
+        """Hand queued work to the producer as it comes, until the transaction's time is up, it
+        is full, or someone waits for it (a rebalance, a shutdown); then wait for the
+        acknowledgement of all of it. The outputs reach Kafka at once; the commit only makes
+        them visible to read_committed readers."""
+        records = 0
+        while records < self._settings.batch_max_records:
             while self._queue and records < self._settings.batch_max_records:
                 share = self._queue.popleft()
                 self._space.set()
                 taken.append((share, await publisher.enqueue(share.predictions, share.invalid)))
                 records += share.events
-            for _, pending in taken[settled:]:
-                await _within(publisher.settle(pending), "waiting for the acknowledgement of outputs")
-            settled = len(taken)
-            if not self._queue or records >= self._settings.batch_max_records or time.monotonic() >= deadline:
-                return
+            left_s = deadline - time.monotonic()
+            if left_s <= 0 or self._hurry.is_set() or records >= self._settings.batch_max_records:
+                break
+            self._queued.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left_s):
+                    await _first_of(self._queued, self._hurry)
+        for _, pending in taken:
+            await _within(publisher.settle(pending), "waiting for the acknowledgement of outputs")
 
     def _lose_work(self) -> None:
         """Forget everything uncommitted; the partition stays paused until it is positioned again."""
@@ -324,6 +339,15 @@ class PartitionTransaction:
             await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - its successor's start aborts whatever it left open
             log.debug("closing the producer of %s failed: %s", name(self.tp), describe_error(exc))
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _within(step: Awaitable[Any], what: str) -> Any:

@@ -67,13 +67,16 @@ class InMemorySource:
     """
 
     def __init__(self, batches: Iterable[list[ConsumerRecord] | Exception], stop: asyncio.Event,
-                 log_start: dict[TopicPartition, int] | None = None, log_end: dict[TopicPartition, int] | None = None) -> None:
+                 log_start: dict[TopicPartition, int] | None = None, log_end: dict[TopicPartition, int] | None = None,
+                 idle_polls: int = 3) -> None:
+        """`idle_polls`: empty polls in a row after which the source sets `stop`."""
         self._batches = list(batches)
         self._stop = stop
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int | str]] = []
         self.delivered: list[ConsumerRecord] = []
         self._empty_polls = 0
+        self._idle_polls = idle_polls
         self._log_start = log_start or {}
         self._log_end = log_end or {}
         self.paused: set[TopicPartition] = set()
@@ -94,7 +97,7 @@ class InMemorySource:
         await asyncio.sleep(0.001)  # a real poll gives other tasks a turn
         if not self._batches:
             self._empty_polls += 1
-            if self._empty_polls >= 3 and not self._held:
+            if self._empty_polls >= self._idle_polls and not self._held:
                 self._stop.set()  # drained, and nothing came back after a rewind: let the loop finish
             return {}
         self._empty_polls = 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
+import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,6 +23,9 @@ from events.schema import encode_event, encode_key
 from events.synthetic import random_event
 
 PARTITIONS = 6
+# How often the paced sender tops up: Kafka's own producer default (linger.ms=5). A millisecond
+# made the broker, on the core it shares with this process, take a few records per request.
+TOP_UP_S = 0.005
 
 
 # The broker stamps each record as it appends it, so latency runs from "the event is in Kafka"
@@ -90,40 +96,47 @@ async def load_backlog(settings: Settings, topic: str, records: Iterator[tuple[b
 
 
 async def send_paced(settings: Settings, topic: str, records: Iterator[tuple[bytes, bytes, str]], rate: float, seconds: float) -> int:
-    """Send at a steady `rate` per second for `seconds`, topping up every millisecond.
+    """Send at a steady `rate` per second for `seconds`: every TOP_UP_S, what is due by then.
 
-    The events are made beforehand and sent as record batches per partition, so the generator
-    costs the shared machine little; its own buffering is not measured (LogAppendTime).
+    The record batches for each top-up are built beforehand, so while the clock runs the
+    generator only hands them over and leaves the core it shares with the broker to the
+    broker (building them on the fly took most of that core at 50,000 events/s). Its own
+    buffering is not measured: the topics use LogAppendTime.
     """
     planned = [(key, value, (murmur2(key) & 0x7FFFFFFF) % PARTITIONS) for key, value, _ in itertools.islice(records, int(rate * seconds))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0)
     await producer.start()
-    sent = 0
-    pending = []
     try:
+        ticks = _batches_per_tick(producer, planned, max(1, round(rate * TOP_UP_S)))
+        pending = []
         started = time.monotonic()
-        while sent < len(planned):
-            due = min(len(planned), int((time.monotonic() - started) * rate))
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for key, value, partition in planned[sent:due]:
-                by_partition.setdefault(partition, []).append((key, value))
-            for partition, rows in by_partition.items():
-                batch = producer.create_batch()
-                for key, value in rows:
-                    if batch.append(timestamp=None, key=key, value=value) is None:
-                        pending.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
-                        batch.append(timestamp=None, key=key, value=value)
+        for n, batches in enumerate(ticks):
+            wait_s = started + n * TOP_UP_S - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            for partition, batch in batches:
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
-            sent = due
             if len(pending) > 1_000:
                 await asyncio.gather(*pending)
                 pending.clear()
-            await asyncio.sleep(0.001)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return sent
+    return len(planned)
+
+
+def _batches_per_tick(producer: AIOKafkaProducer, planned: list[tuple[bytes, bytes, int]], per_tick: int) -> list[list[tuple[int, Any]]]:
+    """`planned` cut into ticks of `per_tick` records, each as record batches per partition."""
+    ticks = []
+    for first in range(0, len(planned), per_tick):
+        by_partition: dict[int, list[Any]] = {}
+        for key, value, partition in planned[first:first + per_tick]:
+            batches = by_partition.setdefault(partition, [producer.create_batch()])
+            if batches[-1].append(timestamp=None, key=key, value=value) is None:
+                batches.append(producer.create_batch())
+                batches[-1].append(timestamp=None, key=key, value=value)
+        ticks.append([(partition, batch) for partition, batches in by_partition.items() for batch in batches])
+    return ticks
 
 
 async def record_count(settings: Settings, topic: str) -> int:
@@ -140,9 +153,23 @@ async def record_count(settings: Settings, topic: str) -> int:
 
 @dataclass
 class TopicTimes:
-    """The Kafka timestamp of every record of a topic, keyed by event id."""
+    """The Kafka timestamp of every record of a topic, keyed by event id, and where it is."""
 
     by_event: dict[str, int]
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # (partition, offset)
+
+    def arrivals(self, batches: list[tuple[int, int, float]]) -> dict[str, float]:
+        """When each event's record reached a reader that noted `batches` (see watch_arrivals)."""
+        by_partition: dict[int, list[tuple[int, float]]] = {}
+        for partition, last_offset, ms in batches:
+            by_partition.setdefault(partition, []).append((last_offset, ms))
+        arrived = {}
+        for event_id, (partition, offset) in self.positions.items():
+            seen = by_partition.get(partition, [])
+            at = bisect.bisect_left(seen, (offset, -math.inf))
+            if at < len(seen):
+                arrived[event_id] = seen[at][1]
+        return arrived
 
     @property
     def first_ms(self) -> int:
@@ -153,14 +180,10 @@ class TopicTimes:
         return max(self.by_event.values())
 
 
-async def watch_arrivals(settings: Settings, topic: str, arrived: dict[str, float]) -> None:
-    """Until cancelled, note when (epoch ms) a read_committed reader first has each event's output."""
-    import msgspec
-
-    class WithId(msgspec.Struct):
-        event_id: str
-
-    decode = msgspec.json.Decoder(WithId).decode
+async def watch_arrivals(settings: Settings, topic: str, arrived: list[tuple[int, int, float]]) -> None:
+    """Until cancelled, note when (epoch ms) a read_committed reader gets each batch of records,
+    as (partition, last offset, ms): nothing is decoded here, so the watching costs the
+    shared core little at high rates (`TopicTimes.arrivals` maps it to events afterwards)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest",
         isolation_level="read_committed", fetch_max_wait_ms=5,
@@ -170,9 +193,7 @@ async def watch_arrivals(settings: Settings, topic: str, arrived: dict[str, floa
         while True:
             batches = await consumer.getmany(timeout_ms=100)
             now_ms = time.time() * 1000
-            for records in batches.values():
-                for record in records:
-                    arrived.setdefault(decode(record.value).event_id, now_ms)
+            arrived.extend((tp.partition, records[-1].offset, now_ms) for tp, records in batches.items() if records)
     finally:
         await consumer.stop()
 
@@ -191,12 +212,16 @@ async def read_times(settings: Settings, topic: str, expected: int, timeout_s: f
     )
     await consumer.start()
     times: dict[str, int] = {}
+    positions: dict[str, tuple[int, int]] = {}
     deadline = time.monotonic() + timeout_s
     try:
         while len(times) < expected and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
                 for record in records:
-                    times.setdefault(decode(record.value).event_id, record.timestamp)
+                    event_id = decode(record.value).event_id
+                    if event_id not in times:
+                        times[event_id] = record.timestamp
+                        positions[event_id] = (record.partition, record.offset)
     finally:
         await consumer.stop()
-    return TopicTimes(times)
+    return TopicTimes(times, positions)

@@ -117,7 +117,7 @@ async def steady_latency(
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        arrived: dict[str, float] = {}
+        arrived: list[tuple[int, int, float]] = []
         watching = asyncio.create_task(watch_arrivals(settings, output, arrived))
         try:
             sent = await send_paced(settings, input_topic, events(int(rate * seconds), USERS, seed=int(rate)), rate, seconds)
@@ -131,7 +131,8 @@ async def steady_latency(
     if not latencies:
         raise SystemExit(f"{name}: no predictions; see {service.log_path}")
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    visible = sorted(arrived[e] - t for e, t in inputs.by_event.items() if e in arrived)
+    arrival = outputs.arrivals(arrived)
+    visible = sorted(arrival[e] - t for e, t in inputs.by_event.items() if e in arrival)
     v = statistics.quantiles(visible, n=100, method="inclusive") if len(visible) > 1 else [float("nan")] * 99
     missing = sent - len(latencies)
     return LatencyResult(

@@ -25,6 +25,9 @@ from tests.fakes import InMemoryFeatureStore, InMemorySource, InMemoryTransactio
 SETTINGS = Settings(retry_backoff_initial_ms=1, retry_backoff_max_ms=2, kafka_session_timeout_ms=3000,
                     kafka_heartbeat_interval_ms=1000, kafka_rebalance_timeout_ms=10000, kafka_max_poll_interval_ms=10000)
 INPUT = [TopicPartition("input_topic", 0), TopicPartition("input_topic", 1)]
+# Empty polls before the stand-in source stops the loop: longer than a transaction stays open
+# (COMMIT_INTERVAL_MS), so failures found at its commit are redone while the loop still runs.
+IDLE_POLLS = 500
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def model():
 async def run_exactly_once(batches, model, **first_sink):
     """Run the loop over `batches` with both input partitions assigned; returns the log and the loop."""
     stop = asyncio.Event()
-    source = InMemorySource(batches, stop)
+    source = InMemorySource(batches, stop, idle_polls=IDLE_POLLS)
     consumer_commits: list[dict] = []
 
     async def commit(offsets):
@@ -96,7 +99,7 @@ async def test_a_refused_dead_letter_is_redone_in_its_smallest_form_and_a_refuse
         make_record(event_bytes(event_id="fine"), offset=2, partition=1),
     ]
     stop = asyncio.Event()
-    source = InMemorySource([records], stop)
+    source = InMemorySource([records], stop, idle_polls=IDLE_POLLS)
     log = InMemoryTransactionLog(source)
     original = log.producer
 
@@ -154,3 +157,25 @@ def test_a_batch_splits_by_input_partition_in_input_order():
     assert [r.offset for r, _ in shares[INPUT[1]].predictions] == [1, 5]
     assert [r.offset for r, _ in shares[INPUT[1]].invalid] == [3]
     assert shares[INPUT[0]].offsets == {INPUT[0]: 5} and shares[INPUT[1]].events == 3
+
+
+async def test_a_transaction_stays_open_for_the_commit_interval_unless_a_drain_waits_for_it(model):
+    """Outputs reach Kafka at once but commit only after COMMIT_INTERVAL_MS; a drain (a rebalance, a
+    shutdown) commits the open transaction without waiting that long."""
+    settings = Settings(commit_interval_ms=60_000, retry_backoff_initial_ms=1, retry_backoff_max_ms=2)
+    stop = asyncio.Event()
+    source = InMemorySource([[make_record(event_bytes(event_id="slow"), offset=0)]], stop, idle_polls=10**9)
+    log = InMemoryTransactionLog(source)
+    stats = ServiceStats()
+    guarantee = ExactlyOnce(settings, source, log.producer, stats, stop)
+    loop = PredictionLoop(settings, source, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    await guarantee.on_assigned([INPUT[0]])
+    running = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.3)
+    assert [p for p in log.producers if p.sent], "the prediction went out at once"
+    assert log.visible == [] and source.commits == [], "not committed before the interval"
+    assert await asyncio.wait_for(loop.drain(timeout_s=5), 5)
+    assert predicted_ids(log) == ["slow"] and source.commits == [{INPUT[0]: 1}]
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    await loop.close()
