@@ -132,7 +132,7 @@ async def _inject(fault: Fault, fleet: Fleet, stack: ChaosStack, reporter: Repor
         await asyncio.sleep(fault.hold_s)
         stack.proxy.delay_s = 0.0
         say("MySQL fast again")
-        return f"{SLOW_MYSQL_DELAY_S:g} s per chunk for {fault.hold_s:g} s"
+        return f"{SLOW_MYSQL_DELAY_S:g} s per answer for {fault.hold_s:g} s"
     if fault.kind == KILL_MYSQL:
         stack.mysql.kill()
         say(f"fault: kill -9 MySQL; restarting it in {fault.hold_s:g} s")
