@@ -99,6 +99,7 @@ if [[ "$KILL" == 1 ]]; then
     pids+=("$service_pid")
 fi
 wait "$producer_pid" || { cat "$producer_out"; fail "the producer failed"; }
+cat "$producer_out"
 valid=$(grep -oE '[0-9]+ valid,' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
 invalid=$(grep -oE '[0-9]+ invalid' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
 
