@@ -58,7 +58,7 @@ CLOSE_TIMEOUT_S = 5.0
 # The broker aborts a transaction left open this long (its producer died without a successor).
 # It must exceed the longest a live transaction can take: COMMIT_INTERVAL_MS plus the steps.
 TRANSACTION_TIMEOUT_MARGIN_MS = 10_000
-# Records queued for the worker before the loop waits for it.
+# Batch shares queued for the worker before the loop waits for it.
 QUEUED_BATCHES_MAX = 4
 SETUP_REFUSALS = (TransactionalIdAuthorizationFailed, GroupAuthorizationFailedError)
 
@@ -125,6 +125,7 @@ class PartitionTransaction:
         self._producer: TransactionalSink | None = None
         self._publisher: Publisher | None = None
         self._in_transaction = False
+        self._open_since: float | None = None  # taken_at of the open transaction's first work
         self._stopping: asyncio.Task | None = None
         self._refusals = Refusals()
         source.pause(tp)  # until positioned at the last commit
@@ -158,6 +159,9 @@ class PartitionTransaction:
 
     @property
     def oldest_taken_at(self) -> float | None:
+        """When (monotonic) the oldest uncommitted work was polled: in the open transaction, or queued."""
+        if self._open_since is not None:
+            return self._open_since
         return self._queue[0].taken_at if self._queue else None
 
     async def finish(self) -> None:
@@ -277,6 +281,8 @@ class PartitionTransaction:
             for _, pending in taken:
                 pending.discard()
             raise
+        finally:
+            self._open_since = None
         self._in_transaction = False
         self._refusals.forget_before(self.tp.partition, offset)
         self._stats.observe_stage("commit", time.perf_counter() - committing)
@@ -293,6 +299,8 @@ class PartitionTransaction:
             while self._queue and records < self._settings.batch_max_records:
                 share = self._queue.popleft()
                 self._space.set()
+                if not taken:
+                    self._open_since = share.taken_at
                 taken.append((share, await publisher.enqueue(share.predictions, share.invalid)))
                 records += share.events
             left_s = deadline - time.monotonic()
