@@ -18,12 +18,11 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 
-import numpy as np
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
 from config import Settings
-from service.guarantee import Records, Work
+from service.guarantee import Records, Work, account_delivered
 from service.offsets import rewind_to_committed
 from service.publish import Pending, Publisher, RecordSink
 from service.retry import Backoff, describe_error, is_transient, log_retry, pause_unless_stopped
@@ -207,14 +206,3 @@ class AtLeastOnce:
         log_retry("Kafka", action, self._failures, exc, wait_s)
         self._stats.record_retry("Kafka")
         await pause_unless_stopped(self._stop, wait_s)
-
-
-def account_delivered(stats: ServiceStats, work: Work) -> None:
-    """Count work whose outputs are delivered: its time, and each event's end-to-end latency
-    from its input record's Kafka timestamp."""
-    now = time.perf_counter()
-    stats.observe_stage("publish", now - work.enqueued)
-    stats.record_batch(work.events, len(work.predictions), len(work.invalid), now - work.started)
-    if work.predictions:
-        input_ms = np.fromiter((record.timestamp for record, _ in work.predictions), np.float64, len(work.predictions))
-        stats.observe_latencies(time.time() - input_ms / 1000)

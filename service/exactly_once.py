@@ -71,7 +71,7 @@ class ExactlyOnce:
                 await transaction.submit(share, self._polled_in.get(tp, -1))
 
     async def between_batches(self, idle: bool) -> None:
-        taken = [t.oldest_taken_at for t in self._transactions.values() if t.oldest_taken_at is not None]
+        taken = [at for t in self._transactions.values() if (at := t.oldest_taken_at) is not None]
         self._stats.set_batch_in_hand(min(taken) if taken else None)
         for transaction in self._transactions.values():
             if transaction.failure is not None:

@@ -10,13 +10,16 @@ and records the progress:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from events.schema import InvalidEvent, Prediction
+from service.stats import ServiceStats
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -63,3 +66,14 @@ class Guarantee(Protocol):
     async def on_assigned(self, partitions: Collection[TopicPartition]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def account_delivered(stats: ServiceStats, work: Work) -> None:
+    """Count work whose outputs are delivered: its time, and each event's end-to-end latency
+    from its input record's Kafka timestamp."""
+    now = time.perf_counter()
+    stats.observe_stage("publish", now - work.enqueued)
+    stats.record_batch(work.events, len(work.predictions), len(work.invalid), now - work.started)
+    if work.predictions:
+        input_ms = np.fromiter((record.timestamp for record, _ in work.predictions), np.float64, len(work.predictions))
+        stats.observe_latencies(time.time() - input_ms / 1000)

@@ -122,7 +122,7 @@ class PredictionLoop:
         )
         sources = [record for record, _ in batch.valid]
         work = Work(
-            next_offsets(by_partition), list(zip(sources, predictions, strict=True)), list(batch.invalid),
+            next_offsets(by_partition), list(zip(sources, predictions, strict=True)), batch.invalid,
             len(records), started, taken_at, time.perf_counter(),
         )
         await self.guarantee.hand_over(work)

@@ -40,8 +40,7 @@ from aiokafka.errors import (
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from config import Settings
-from service.at_least_once import account_delivered
-from service.guarantee import Work
+from service.guarantee import Work, account_delivered
 from service.offsets import name
 from service.publish import KeyPartitions, OutputRefused, Pending, Publisher, RecordSink, RecordsRefused, Refusals
 from service.retry import Backoff, describe_error, log_retry, pause_unless_stopped

@@ -171,6 +171,11 @@ def _outcome(future: asyncio.Future) -> BaseException | None:
     return future.exception()
 
 
+def keyed_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner for keyed records, as the Java client and aiokafka's send() use."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def dead_letter_for(record: ConsumerRecord, error: InvalidEvent, dlq_topic: str) -> Outgoing:
     headers = dead_letter_headers(error, record.topic, record.partition, record.offset, record.headers)
     letter = fit_dead_letter(record.key, record.value, headers, DEAD_LETTER_MAX_BYTES)
@@ -261,9 +266,8 @@ class Publisher:
         batch = self._sink.create_batch()
         if batch.append(timestamp=None, key=item.key, value=item.value, headers=item.headers) is None:
             return await self._send(item)  # larger than a batch: send() makes a batch of it alone
-        partitions = sorted(await self._sink.partitions_for(item.topic))
-        key = item.key
-        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)] if key is not None else random.choice(partitions)
+        partitions = len(await self._sink.partitions_for(item.topic))
+        partition = keyed_partition(item.key, partitions) if item.key is not None else random.randrange(partitions)
         try:
             return await self._sink.send_batch(batch, item.topic, partition=partition)
         except Exception as error:  # noqa: BLE001 - handed on through the future, like any failed delivery
@@ -314,8 +318,7 @@ class Publisher:
                 if len(partition_of) >= PARTITION_CACHE_KEYS:
                     partition_of.clear()
                 key = encode_key(prediction.user_id)
-                # Kafka's default partitioner for keyed records, as the Java client and aiokafka's send() use.
-                known = partition_of[prediction.user_id] = (key, (murmur2(key) & 0x7FFFFFFF) % partitions)
+                known = partition_of[prediction.user_id] = (key, keyed_partition(key, partitions))
             key, partition = known
             rows = by_partition.get(partition)
             if rows is None:

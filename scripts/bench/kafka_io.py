@@ -15,12 +15,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from config import Settings
 from events.schema import encode_event, encode_key
 from events.synthetic import random_event
+from service.publish import keyed_partition
 
 PARTITIONS = 6
 # How often the paced sender tops up: Kafka's own producer default (linger.ms=5). A millisecond
@@ -103,7 +103,7 @@ async def send_paced(settings: Settings, topic: str, records: Iterator[tuple[byt
     broker (building them on the fly took most of that core at 50,000 events/s). Its own
     buffering is not measured: the topics use LogAppendTime.
     """
-    planned = [(key, value, (murmur2(key) & 0x7FFFFFFF) % PARTITIONS) for key, value, _ in itertools.islice(records, int(rate * seconds))]
+    planned = [(key, value, keyed_partition(key, PARTITIONS)) for key, value, _ in itertools.islice(records, int(rate * seconds))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0)
     await producer.start()
     try:
