@@ -1,17 +1,15 @@
-"""The benchmark's side of Kafka: fresh topics, a fast backlog, paced traffic, and reading results back."""
+"""The benchmark's side of Kafka: fresh topics, a fast backlog, and reading results back."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import itertools
 import math
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,12 +18,8 @@ from aiokafka.structs import TopicPartition
 from config import Settings
 from events.schema import encode_event, encode_key
 from events.synthetic import random_event
-from service.publish import keyed_partition
 
 PARTITIONS = 6
-# How often the paced sender tops up: Kafka's own producer default (linger.ms=5). A millisecond
-# made the broker, on the core it shares with this process, take a few records per request.
-TOP_UP_S = 0.005
 
 
 # The broker stamps each record as it appends it, so latency runs from "the event is in Kafka"
@@ -95,50 +89,6 @@ async def load_backlog(settings: Settings, topic: str, records: Iterator[tuple[b
     return sent
 
 
-async def send_paced(settings: Settings, topic: str, records: Iterator[tuple[bytes, bytes, str]], rate: float, seconds: float) -> int:
-    """Send at a steady `rate` per second for `seconds`: every TOP_UP_S, what is due by then.
-
-    The record batches for each top-up are built beforehand, so while the clock runs the
-    generator only hands them over and leaves the core it shares with the broker to the
-    broker (building them on the fly took most of that core at 50,000 events/s). Its own
-    buffering is not measured: the topics use LogAppendTime.
-    """
-    planned = [(key, value, keyed_partition(key, PARTITIONS)) for key, value, _ in itertools.islice(records, int(rate * seconds))]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=0)
-    await producer.start()
-    try:
-        ticks = _batches_per_tick(producer, planned, max(1, round(rate * TOP_UP_S)))
-        pending = []
-        started = time.monotonic()
-        for n, batches in enumerate(ticks):
-            wait_s = started + n * TOP_UP_S - time.monotonic()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            for partition, batch in batches:
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-            if len(pending) > 1_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return len(planned)
-
-
-def _batches_per_tick(producer: AIOKafkaProducer, planned: list[tuple[bytes, bytes, int]], per_tick: int) -> list[list[tuple[int, Any]]]:
-    """`planned` cut into ticks of `per_tick` records, each as record batches per partition."""
-    ticks = []
-    for first in range(0, len(planned), per_tick):
-        by_partition: dict[int, list[Any]] = {}
-        for key, value, partition in planned[first:first + per_tick]:
-            batches = by_partition.setdefault(partition, [producer.create_batch()])
-            if batches[-1].append(timestamp=None, key=key, value=value) is None:
-                batches.append(producer.create_batch())
-                batches[-1].append(timestamp=None, key=key, value=value)
-        ticks.append([(partition, batch) for partition, batches in by_partition.items() for batch in batches])
-    return ticks
-
-
 async def record_count(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, isolation_level="read_committed")
     await consumer.start()
@@ -159,7 +109,7 @@ class TopicTimes:
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # (partition, offset)
 
     def arrivals(self, batches: list[tuple[int, int, float]]) -> dict[str, float]:
-        """When each event's record reached a reader that noted `batches` (see watch_arrivals)."""
+        """When each event's record reached a reader that noted `batches` (see bench.kcat.arrivals_watched)."""
         by_partition: dict[int, list[tuple[int, float]]] = {}
         for partition, last_offset, ms in batches:
             by_partition.setdefault(partition, []).append((last_offset, ms))
@@ -178,24 +128,6 @@ class TopicTimes:
     @property
     def last_ms(self) -> int:
         return max(self.by_event.values())
-
-
-async def watch_arrivals(settings: Settings, topic: str, arrived: list[tuple[int, int, float]]) -> None:
-    """Until cancelled, note when (epoch ms) a read_committed reader gets each batch of records,
-    as (partition, last offset, ms): nothing is decoded here, so the watching costs the
-    shared core little at high rates (`TopicTimes.arrivals` maps it to events afterwards)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest",
-        isolation_level="read_committed", fetch_max_wait_ms=5,
-    )
-    await consumer.start()
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=100)
-            now_ms = time.time() * 1000
-            arrived.extend((tp.partition, records[-1].offset, now_ms) for tp, records in batches.items() if records)
-    finally:
-        await consumer.stop()
 
 
 async def read_times(settings: Settings, topic: str, expected: int, timeout_s: float = 120.0) -> TopicTimes:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.kafka_io import create_topics, events, load_backlog, read_times, record_count, send_paced, watch_arrivals
+from bench.kafka_io import create_topics, events, load_backlog, read_times, record_count
+from bench.kcat import arrivals_watched, send_paced
 from bench.processes import Pinned, start_pinned
 from config import Settings
 
@@ -117,14 +118,11 @@ async def steady_latency(
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        arrived: list[tuple[int, int, float]] = []
-        watching = asyncio.create_task(watch_arrivals(settings, output, arrived))
-        try:
-            sent = await send_paced(settings, input_topic, events(int(rate * seconds), USERS, seed=int(rate)), rate, seconds)
+        async with arrivals_watched(settings.kafka_bootstrap_servers, output) as arrived:
+            load = events(int(rate * seconds), USERS, seed=int(rate))
+            sent = await send_paced(settings.kafka_bootstrap_servers, input_topic, load, rate, seconds)
             inputs = await read_times(settings, input_topic, sent)
             outputs = await read_times(settings, output, sent, timeout_s=60)
-        finally:
-            watching.cancel()
     finally:
         service.stop()
     latencies = sorted(outputs.by_event[e] - t for e, t in inputs.by_event.items() if e in outputs.by_event)
