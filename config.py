@@ -200,12 +200,12 @@ class Settings:
 SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses.fields(Settings))
 
 # Variables that are not settings but belong in `.env` all the same; this is the one list of
-# them. stack/lib.sh reads the first eight (where the local stack lives, which Kafka it runs,
-# its ports, heap and start-up patience), and docker compose interpolates MYSQL_ROOT_PASSWORD
+# them. stack/lib.sh reads the first nine (where the local stack lives, which Kafka it runs,
+# its ports, heap, JVM options and start-up patience), and docker compose interpolates MYSQL_ROOT_PASSWORD
 # into docker-compose.yml. Any other `.env` key is a typo that would otherwise be ignored.
 OTHER_VARIABLES: frozenset[str] = frozenset({
     "STACK_DIR", "KAFKA_HOME", "KAFKA_VERSION", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT",
-    "KAFKA_HEAP_OPTS", "KAFKA_START_TIMEOUT", "MYSQL_START_TIMEOUT",
+    "KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_START_TIMEOUT", "MYSQL_START_TIMEOUT",
     "MYSQL_ROOT_PASSWORD",
 })
 # docker compose also takes its own options (COMPOSE_PROJECT_NAME, COMPOSE_PROFILES, …) from `.env`.

@@ -2,7 +2,7 @@
 # Start a local single-node Kafka (KRaft, broker+controller) and MariaDB without Docker.
 # Idempotent: anything already running is left alone. State lives in $STACK_DIR.
 # Env (or .env, read as the programs read it): STACK_DIR KAFKA_HOME KAFKA_VERSION KAFKA_PORT
-#      KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS KAFKA_START_TIMEOUT MYSQL_PORT MYSQL_DATABASE
+#      KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS KAFKA_JVM_PERFORMANCE_OPTS KAFKA_START_TIMEOUT MYSQL_PORT MYSQL_DATABASE
 #      MYSQL_USER MYSQL_PASSWORD MYSQL_START_TIMEOUT (see stack/lib.sh for defaults)
 set -euo pipefail
 # shellcheck source=stack/lib.sh
@@ -182,7 +182,7 @@ kafka_launch() {
     else
         local cp
         cp="$(kafka_classpath)"
-        java_cmd=(java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+        java_cmd=(java $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS
                   "-Dlog4j2.configurationFile=$STACK_SRC/kafka/log4j2.properties" -cp "$cp")
     fi
 
@@ -207,7 +207,7 @@ kafka_launch() {
     if [[ -n "${KAFKA_HOME:-}" ]]; then
         # kafka-server-start.sh execs java, so $! is the broker's pid. LOG_DIR here is
         # Kafka's own variable (where its server.log etc. go).
-        LOG_DIR="$LOG_DIR/kafka-dist" KAFKA_HEAP_OPTS="$KAFKA_HEAP_OPTS" \
+        LOG_DIR="$LOG_DIR/kafka-dist" KAFKA_HEAP_OPTS="$KAFKA_HEAP_OPTS" KAFKA_JVM_PERFORMANCE_OPTS="$KAFKA_JVM_PERFORMANCE_OPTS" \
             setsid nohup "$KAFKA_HOME/bin/kafka-server-start.sh" "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
     else
         setsid nohup "${java_cmd[@]}" kafka.Kafka "$KAFKA_MARKER" >"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
