@@ -1,11 +1,15 @@
 """Record batches per output partition, handed to the producer in order without making the loop wait.
 
-aiokafka's `send_batch` waits until the partition's previous batch has gone out, and it sends
-one request to a broker at a time; awaited from the loop, that wait stalled every turn for a
-produce round trip. Here the loop appends rows to an open batch per partition and moves on; a
-task per partition hands sealed batches over in order. While one waits, the rows of later loop
-turns join the next batch, so batches grow with the load: few records each when it is light
+aiokafka sends one request to a broker at a time, a request carries at most one batch per
+partition, and `send_batch` returns only once the partition's previous batch has gone out. Here
+the loop appends rows to an open batch per partition and moves on; a task per partition seals
+that batch and hands it over when the producer can take it, so the rows of every loop turn that
+comes meanwhile go out together. Batches grow with the load: few records each when it is light
 (low latency), full ones under a backlog (low CPU per record).
+
+Sealing the open batch every loop turn instead queued one batch a turn while the broker was slow
+to answer, each needing a round trip of its own, so the loop fell further behind the longer the
+broker took; a batch per request catches up with the next answer.
 """
 
 from __future__ import annotations
@@ -57,10 +61,8 @@ class PartitionSender:
         return batch.delivered
 
     def flush(self) -> None:
-        """Seal the open batch and make sure it is on its way."""
-        if self._open is not None and self._open.size:
-            self._seal()
-        if self._sealed and (self._task is None or self._task.done()):
+        """Make sure the rows appended so far go out, after the batches before them."""
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._hand_over())
 
     def _seal(self) -> None:
@@ -69,7 +71,11 @@ class PartitionSender:
         self._open = None
 
     async def _hand_over(self) -> None:
-        while self._sealed:
+        while True:
+            if not self._sealed:
+                if self._open is None or not self._open.size:
+                    return
+                self._seal()  # only now: it holds whatever came while the one before waited its turn
             batch = self._sealed.popleft()
             try:
                 future = await self.sink.send_batch(batch.builder, self.topic, partition=self.partition)
