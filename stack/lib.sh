@@ -48,7 +48,7 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 # Kafka's own default heap. ZGC rather than Kafka's default G1: with G1 the broker paused 22–39 ms
 # about once a second at 1,000 events/s, and those pauses set the pipeline's p99 (18–91 ms against
-# 12–16 ms with ZGC, README "Performance"). Both names are the ones Kafka's own scripts read.
+# 12–22 ms with ZGC on a warm broker, README "Performance"). Both names are the ones Kafka's own scripts read.
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
 KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseZGC -Djava.awt.headless=true}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
