@@ -43,10 +43,10 @@ def test_paced_load_arrives_whole_keyed_like_the_service_and_its_arrival_is_note
     assert took_s >= 0.45  # paced, not sent at once
     assert sorted((r.key, r.value) for r in records) == sorted((key, value) for key, value, _ in sent_events)
     assert all(r.partition == keyed_partition(r.key, PARTITIONS) for r in records)
-    last_offsets = {}
+    last_offsets: dict[int, int] = {}
     for r in records:
         last_offsets[r.partition] = max(last_offsets.get(r.partition, -1), r.offset)
-    noted = {}
+    noted: dict[int, int] = {}
     for partition, offset, _ms in arrived:
         noted[partition] = max(noted.get(partition, -1), offset)
     assert noted == last_offsets
