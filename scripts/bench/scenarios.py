@@ -17,6 +17,9 @@ from config import Settings
 
 USERS = 10_000
 DRAIN_TIMEOUT_S = 180.0
+# Load sent at the same rate before a latency run and left out of it: a new service process and
+# its first fetches, and a broker that has only drained backlogs so far, are not the steady state.
+WARM_UP_S = 3.0
 
 
 @dataclass
@@ -110,27 +113,34 @@ async def drain(
 async def steady_latency(
     name: str, settings: Settings, env: dict[str, str], rate: float, seconds: float, log_dir: Path, core: int | None,
 ) -> LatencyResult:
-    """Hold `rate` events/s for `seconds` against a running, caught-up service; latency is the output
-    record's Kafka timestamp minus the input record's."""
+    """Hold `rate` events/s for `seconds` against a running, caught-up service, after WARM_UP_S of
+    the same load that is not counted; latency is the output record's Kafka timestamp minus the
+    input record's."""
     input_topic, output = env["INPUT_TOPIC"], env["OUTPUT_TOPIC"]
     await create_topics(settings, input_topic, output, env["DLQ_TOPIC"])
     service = start_pinned("prediction_service.py", env, core, log_dir / f"latency-{slug(name)}.log")
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        async with arrivals_watched(settings.kafka_bootstrap_servers, output) as arrived:
-            load = events(int(rate * seconds), USERS, seed=int(rate))
-            sent = await send_paced(settings.kafka_bootstrap_servers, input_topic, load, rate, seconds)
-            inputs = await read_times(settings, input_topic, sent)
-            outputs = await read_times(settings, output, sent, timeout_s=60)
+        servers = settings.kafka_bootstrap_servers
+        warm_up = events(int(rate * WARM_UP_S), USERS, seed=int(rate) + 1)
+        warmed = await send_paced(servers, input_topic, warm_up, rate, WARM_UP_S)
+        await read_times(settings, output, warmed, timeout_s=60)  # caught up
+        load = list(events(int(rate * seconds), USERS, seed=int(rate)))
+        async with arrivals_watched(servers, output) as arrived:
+            sent = await send_paced(servers, input_topic, iter(load), rate, seconds)
+            inputs = await read_times(settings, input_topic, warmed + sent)
+            outputs = await read_times(settings, output, warmed + sent, timeout_s=60)
     finally:
         service.stop()
-    latencies = sorted(outputs.by_event[e] - t for e, t in inputs.by_event.items() if e in outputs.by_event)
+    measured = {event_id for _, _, event_id in load}
+    sent_at = {e: t for e, t in inputs.by_event.items() if e in measured}
+    latencies = sorted(outputs.by_event[e] - t for e, t in sent_at.items() if e in outputs.by_event)
     if not latencies:
         raise SystemExit(f"{name}: no predictions; see {service.log_path}")
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     arrival = outputs.arrivals(arrived)
-    visible = sorted(arrival[e] - t for e, t in inputs.by_event.items() if e in arrival)
+    visible = sorted(arrival[e] - t for e, t in sent_at.items() if e in arrival)
     v = statistics.quantiles(visible, n=100, method="inclusive") if len(visible) > 1 else [float("nan")] * 99
     missing = sent - len(latencies)
     return LatencyResult(
