@@ -167,6 +167,7 @@ class PartitionTransaction:
         """Commit the open transaction now, and wait until everything queued is committed (or
         dropped by a failure, to be read again)."""
         self._hurry.set()
+        self._queued.set()  # wakes the worker if it waits for more work
         try:
             await self._idle.wait()
         finally:
@@ -308,7 +309,7 @@ class PartitionTransaction:
             self._queued.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left_s):
-                    await _first_of(self._queued, self._hurry)
+                    await self._queued.wait()  # more work, or finish() in a hurry
         for _, pending in taken:
             await _within(publisher.settle(pending), "waiting for the acknowledgement of outputs")
 
@@ -346,15 +347,6 @@ class PartitionTransaction:
             await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - its successor's start aborts whatever it left open
             log.debug("closing the producer of %s failed: %s", name(self.tp), describe_error(exc))
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 async def _within(step: Awaitable[Any], what: str) -> Any:
