@@ -12,7 +12,7 @@ that core meanwhile (restored at the end), as if they ran on other machines:
 4. the service's latency at a steady 1,000 events/s and at half its measured peak, in each
    mode, after a few seconds of the same load that are not counted; latency is the output
    record's Kafka timestamp minus the input record's, and, as "visible", when a read_committed
-   reader had the output minus the input's timestamp;
+   reader had the output minus the input's timestamp (on one output partition's events);
 5. the service's peak memory (exactly once) draining 1,000,000 events from 1,000,000 distinct users, with the
    store in memory and again with a per-user cache smaller than the store (every user a miss).
 It loads its own offline store (database `<MYSQL_DATABASE>_benchmark`) and trains its own model

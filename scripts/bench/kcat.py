@@ -63,12 +63,16 @@ async def send_paced(bootstrap_servers: str, topic: str, records: Iterator[tuple
 
 
 @contextlib.asynccontextmanager
-async def arrivals_watched(bootstrap_servers: str, topic: str) -> AsyncIterator[list[tuple[int, int, float]]]:
-    """While inside, note when (epoch ms) a read_committed reader gets records of `topic`, as
-    (partition, highest offset so far, ms); `TopicTimes.arrivals` maps that to events afterwards."""
+async def arrivals_watched(
+    bootstrap_servers: str, topic: str, partition: int | None = None,
+) -> AsyncIterator[list[tuple[int, int, float]]]:
+    """While inside, note when (epoch ms) a read_committed reader gets records of `topic` (of one
+    `partition` only, if given), as (partition, highest offset so far, ms); `TopicTimes.arrivals`
+    maps that to events afterwards."""
     arrived: list[tuple[int, int, float]] = []
+    only = ["-p", str(partition)] if partition is not None else []
     command = _kcat(
-        bootstrap_servers, "-C", "-t", topic, "-o", "beginning", "-u", "-f", "%p %o\n",
+        bootstrap_servers, "-C", "-t", topic, *only, "-o", "beginning", "-u", "-f", "%p %o\n",
         "-X", "isolation.level=read_committed", "-X", "fetch.wait.max.ms=5",
     )
     kcat = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)

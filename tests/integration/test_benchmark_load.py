@@ -14,31 +14,35 @@ from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
+WATCHED = 2
+
 
 def test_paced_load_arrives_whole_keyed_like_the_service_and_its_arrival_is_noted(stack_settings):
     """Every record arrives once, unchanged, on the partition Kafka's own partitioner picks; the
-    watcher notes each partition's last offset; the run takes as long as the rate says."""
+    watcher notes each partition's last offset, or one partition's when asked; the run takes as
+    long as the rate says."""
     topic = f"it-{uuid.uuid4().hex[:8]}-paced"
     sent_events = list(events(300, users=50, seed=5))
 
     async def run():
         await create_topics(stack_settings, topic)
         try:
-            async with arrivals_watched(stack_settings.kafka_bootstrap_servers, topic) as arrived:
+            servers = stack_settings.kafka_bootstrap_servers
+            async with arrivals_watched(servers, topic) as arrived, arrivals_watched(servers, topic, WATCHED) as arrived_one:
                 started = asyncio.get_running_loop().time()
-                sent = await send_paced(stack_settings.kafka_bootstrap_servers, topic, iter(sent_events), rate=600, seconds=0.5)
+                sent = await send_paced(servers, topic, iter(sent_events), rate=600, seconds=0.5)
                 took_s = asyncio.get_running_loop().time() - started
                 records = await read_topic(stack_settings, topic, lambda rs: len(rs) >= sent, timeout_s=30)
                 times = await read_times(stack_settings, topic, sent, timeout_s=30)
-                for _ in range(100):  # the watcher may see the last records a moment after the reader
-                    if {p for p, _, _ in arrived} >= {r.partition for r in records}:
+                for _ in range(100):  # the watchers may see the last records a moment after the reader
+                    if {p for p, _, _ in arrived} >= {r.partition for r in records} and arrived_one:
                         break
                     await asyncio.sleep(0.05)
-                return sent, took_s, records, times, list(arrived)
+                return sent, took_s, records, times, list(arrived), list(arrived_one)
         finally:
             await delete_topics(stack_settings, [topic])
 
-    sent, took_s, records, times, arrived = asyncio.run(run())
+    sent, took_s, records, times, arrived, arrived_one = asyncio.run(run())
     assert sent == 300
     assert took_s >= 0.45  # paced, not sent at once
     assert sorted((r.key, r.value) for r in records) == sorted((key, value) for key, value, _ in sent_events)
@@ -51,3 +55,7 @@ def test_paced_load_arrives_whole_keyed_like_the_service_and_its_arrival_is_note
         noted[partition] = max(noted.get(partition, -1), offset)
     assert noted == last_offsets
     assert len(times.arrivals(arrived)) == 300
+    # Watching one partition notes that partition alone, and maps to exactly its events.
+    assert {partition for partition, _, _ in arrived_one} == {WATCHED}
+    assert max(offset for _, offset, _ in arrived_one) == last_offsets[WATCHED]
+    assert set(times.arrivals(arrived_one)) == {e for e, (p, _) in times.positions.items() if p == WATCHED}
