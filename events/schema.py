@@ -18,6 +18,9 @@ PAGES_PER_EVENT = 3
 # Users are keyed by a signed BIGINT in the offline store.
 MAX_USER_ID = 2**63 - 1
 MAX_EVENT_ID_LENGTH = 256
+# Page names are short words ("checkout"). A longer one is a client bug or hostile input, which
+# would otherwise travel into memory and logs; 256 leaves room for names with a path or a locale.
+MAX_PAGE_NAME_CHARS = 256
 
 
 class InvalidEvent(ValueError):
@@ -27,6 +30,20 @@ class InvalidEvent(ValueError):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+
+
+class WithheldValue(bytes):
+    """Stands for a record value the Kafka client did not read (a compressed batch that would
+    expand too far, say): empty, and carrying the dead-letter kind and reason to report instead."""
+
+    kind: str
+    reason: str
+
+    def __new__(cls, kind: str, reason: str) -> WithheldValue:
+        value = super().__new__(cls, b"")
+        value.kind = kind
+        value.reason = reason
+        return value
 
 
 class InputEvent(msgspec.Struct, frozen=True):
@@ -82,6 +99,9 @@ def parse_event(data: bytes | None) -> Event:
     except msgspec.ValidationError as exc:
         raise InvalidEvent("invalid_field", str(exc)) from None
     except msgspec.DecodeError as exc:
+        # A withheld value is empty, so it lands here: no test for it on the path of valid events.
+        if isinstance(data, WithheldValue):
+            raise InvalidEvent(data.kind, data.reason) from None
         raise InvalidEvent("not_json", str(exc)) from None
     except RecursionError:
         # msgspec walks unknown fields too; a few thousand nested brackets exhaust the stack.
@@ -108,26 +128,36 @@ def _as_utc(timestamp: datetime) -> datetime:
 def _clean_pages(raw: tuple[str, ...] | str) -> tuple[str, str, str]:
     cleaned = _CLEANED.get(raw)
     if cleaned is not None:
-        return cleaned
-    pages = raw.split(PAGES_SEPARATOR) if isinstance(raw, str) else raw
+        return cleaned  # only short names are remembered, so they need no length check
+    # At most one split more than needed: "/" * 500_000 must not become half a million strings.
+    pages = raw.split(PAGES_SEPARATOR, PAGES_PER_EVENT) if isinstance(raw, str) else raw
     if len(pages) != PAGES_PER_EVENT:
+        count = raw.count(PAGES_SEPARATOR) + 1 if isinstance(raw, str) else len(raw)
         raise InvalidEvent(
             "invalid_pages",
-            f"last_three_pages_visited has {len(pages)} pages, expected {PAGES_PER_EVENT}"
-            " - at `$.last_three_pages_visited`",
+            f"last_three_pages_visited has {count} pages, expected {PAGES_PER_EVENT} - at `$.last_three_pages_visited`",
         )
     first, second, third = pages
+    longest = max(len(first), len(second), len(third))
+    if longest > MAX_PAGE_NAME_CHARS:
+        raise InvalidEvent(
+            "invalid_pages",
+            f"a page name has {longest} characters, at most {MAX_PAGE_NAME_CHARS} - at `$.last_three_pages_visited`",
+        )
     cleaned = (normalise_page(first), normalise_page(second), normalise_page(third))
-    if len(_CLEANED) < _CLEANED_MAX:
+    if len(first) + len(second) + len(third) <= _CLEANED_KEY_MAX_CHARS and len(_CLEANED) < _CLEANED_MAX:
         _CLEANED[raw] = cleaned
     return cleaned
 
 
 # Raw pages as sent → cleaned triple. Clients send a few thousand combinations at most, so one
-# lookup replaces three strip/lower/membership tests per event; the bound keeps hostile input
-# from growing it.
+# lookup replaces three strip/lower/membership tests per event. The bounds keep hostile input
+# from growing it: only short combinations are kept ("checkout" three times is 24 characters),
+# and at most this many, about 640 bytes each at worst (64 four-byte characters in three
+# strings), so the memo never holds more than about 11 MB.
 _CLEANED: dict[tuple[str, ...] | str, tuple[str, str, str]] = {}
-_CLEANED_MAX = 100_000
+_CLEANED_KEY_MAX_CHARS = 64
+_CLEANED_MAX = 16_384
 
 
 def encode_event(event: InputEvent) -> bytes:

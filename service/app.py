@@ -26,6 +26,7 @@ from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetc
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
 from service.at_least_once import AtLeastOnce
+from service.bounded_decompression import install_decompression_bound
 from service.endpoints import serve_endpoints
 from service.exactly_once import ExactlyOnce
 from service.guarantee import Guarantee
@@ -238,6 +239,8 @@ def _producer(settings: Settings, transactional_id: str | None = None) -> AIOKaf
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    # Left alone, the client expands a compressed input batch whole, however far that goes.
+    install_decompression_bound()
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.kafka_group_id,
