@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 
 from config import Settings
 from runtime.connection_logs import SayConnectionErrorsOnce
-from runtime.text import printable
+from runtime.text import printable, printable_lines, printable_traceback
 
 # Extra record fields worth keeping in a JSON line, when a call site passes them in `extra=`.
 CONTEXT_FIELDS = (
@@ -21,9 +22,11 @@ CONTEXT_FIELDS = (
     # The service's summary lines (service/stats.py), as numbers a log shipper can graph.
     "interval_s", "events_per_s", "batches", "batch_median_ms", "batch_max_ms",
     "events_total", "predictions_total", "dead_letters_total", "retries_total",
-    "abandoned_batches_total", "skipped_offsets_total", "undeliverable_total", "dead_letters_by_kind",
+    "abandoned_batches_total", "skipped_offsets_total", "undeliverable_total", "position_resets_total", "dead_letters_by_kind",
     "cache_users", "cache_hit_ratio",
 )
+# What logging passes to Formatter.formatException.
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 # aiokafka repeats the same complaint many times a second while a broker is away.
 COLLAPSE_WINDOW_S = 10.0
 
@@ -61,11 +64,28 @@ class HideRetriedLeaderChanges(logging.Filter):
 
 
 class EscapingFormatter(logging.Formatter):
-    """Readable lines for a terminal, with control characters in messages escaped."""
+    """Readable lines for a terminal, with control characters escaped in messages, exception
+    text and stack info."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The base class reuses exception text cached on the record, which another handler's
+        # formatter may have left unescaped.
+        if record.exc_info:
+            record.exc_text = None
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: ExcInfo) -> str:
+        exc_type, exc_value, tb = ei
+        if exc_type is None or exc_value is None:
+            return super().formatException(ei)
+        return printable_traceback(exc_type, exc_value, tb)
+
+    def formatStack(self, stack_info: str) -> str:
+        return printable_lines(stack_info)
 
 
 @dataclass

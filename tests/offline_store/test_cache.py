@@ -83,6 +83,36 @@ async def test_a_rebuilt_store_empties_the_per_user_entries_at_the_next_check():
     assert (await cache.get_features([1]))[1].mean_last_3_purchases == 99.0
 
 
+class StoreWithASlowQuery(InMemoryFeatureStore):
+    """Reads its rows when asked but answers only once `release` is set, like a slow MySQL query."""
+
+    def __init__(self, features) -> None:
+        super().__init__(features)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_features(self, user_ids):
+        rows = await super().get_features(user_ids)
+        self.reading.set()
+        await self.release.wait()
+        return rows
+
+
+async def test_rows_fetched_across_a_rebuild_serve_their_batch_but_are_not_cached():
+    """A query that straddles a rebuild answers its own batch; the next lookup asks again and sees the rebuilt row."""
+    store = StoreWithASlowQuery(big_store().features)
+    cache, _ = await cached(store)
+    lookup = asyncio.create_task(cache.get_features([1]))
+    await store.reading.wait()
+    store.features[1] = ALICE._replace(mean_last_3_purchases=99.0)
+    store.version = 2
+    await cache.refresh()
+    store.release.set()
+    assert (await lookup)[1].mean_last_3_purchases == 40.0, "the row as read, before the rebuild"
+    assert (await cache.get_features([1]))[1].mean_last_3_purchases == 99.0
+    assert len(store.lookups) == 2
+
+
 # Snapshot: the whole table fits.
 
 async def test_a_table_that_fits_is_served_from_memory_without_queries():

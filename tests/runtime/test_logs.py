@@ -1,12 +1,13 @@
 import io
 import json
 import logging
+import sys
 
 import pytest
 
 from config import Settings
 from runtime.connection_logs import RETRY_COVER_S, SayConnectionErrorsOnce
-from runtime.logs import CollapseRepeats, configure_logging
+from runtime.logs import CollapseRepeats, EscapingFormatter, configure_logging
 
 
 @pytest.fixture
@@ -91,6 +92,75 @@ def test_console_lines_escape_control_characters(capture):
     logging.getLogger("x").warning("reason: %s", "bad\x1b[2J\nforged")
     (line,) = capture.getvalue().splitlines()
     assert "\\x1b[2J\\nforged" in line
+
+
+HOSTILE = "bad\x1b[2J\nFAKE LOG LINE"
+
+
+def log_parse_failure(cause: Exception | None = None) -> None:
+    """Log an exception whose text quotes an event, as service.batch does for an unexpected parse error."""
+    try:
+        raise ValueError(HOSTILE) from cause
+    except ValueError:
+        logging.getLogger("service.batch").exception("unexpected error parsing %s", "t[0]@7")
+
+
+def assert_nothing_forged(output: str) -> list[str]:
+    lines = output.splitlines()
+    assert "\x1b" not in output
+    assert not any(line.startswith("FAKE") for line in lines)
+    return lines
+
+
+def test_exception_text_cannot_move_the_cursor_or_forge_a_line(capture):
+    """An exception message carrying an escape sequence and a newline shows escaped on its own line of the traceback."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    log_parse_failure()
+    lines = assert_nothing_forged(capture.getvalue())
+    assert lines[0].endswith("service.batch: unexpected error parsing t[0]@7")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[2].startswith('  File "') and "in log_parse_failure" in lines[2]
+    assert lines[-1] == "ValueError: bad\\x1b[2J\\nFAKE LOG LINE"
+
+
+def test_causes_and_notes_of_an_exception_are_escaped_too(capture):
+    """A hostile message in the exception's cause, and a hostile note, forge nothing either."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    cause = KeyError(HOSTILE)
+    cause.add_note("note: " + HOSTILE)
+    log_parse_failure(cause)
+    lines = assert_nothing_forged(capture.getvalue())
+    assert "The above exception was the direct cause of the following exception:" in lines
+    assert "note: bad\\x1b[2J\\nFAKE LOG LINE" in lines
+
+
+def test_exception_text_another_formatter_cached_is_escaped_anyway():
+    """Raw exception text a plain formatter left on the record is not reused by the console formatter."""
+    try:
+        raise ValueError(HOSTILE)
+    except ValueError:
+        record = logging.LogRecord("service.batch", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert HOSTILE in logging.Formatter().format(record)
+    assert_nothing_forged(EscapingFormatter("%(message)s").format(record))
+
+
+def test_stack_info_keeps_its_lines(capture):
+    """stack_info=True still prints one line per frame, not one escaped blob."""
+    configure_logging(Settings(log_format="console"), stream=capture)
+    logging.getLogger("x").warning("where am I", stack_info=True)
+    lines = capture.getvalue().splitlines()
+    assert lines[1] == "Stack (most recent call last):"
+    assert any(line.startswith('  File "') and "test_stack_info_keeps_its_lines" in line for line in lines)
+
+
+def test_json_lines_carry_hostile_exception_text_escaped_and_whole(capture):
+    """With LOG_FORMAT=json a hostile exception stays on one line, with no raw escape, and decodes to the exact text."""
+    configure_logging(Settings(log_format="json"), stream=capture)
+    log_parse_failure()
+    output = capture.getvalue()
+    (line,) = output.splitlines()
+    assert "\x1b" not in output
+    assert json.loads(line)["exception"].endswith("ValueError: " + HOSTILE)
 
 
 def clocked_connection_filter(capture):
