@@ -7,15 +7,19 @@ delivered, so a crash anywhere means a replay, never a loss; but outputs publish
 crash and after the last commit are published again.
 
 A failed delivery rewinds every partition to its last commit, so the records are read again.
+Until that rewind has succeeded nothing polled is processed: a batch read past the lost ones
+would otherwise be committed while they are still to be redone, and a crash (or a second
+failure) then would skip them for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -65,7 +69,8 @@ class AtLeastOnce:
         self._rewind_needed = False
 
     def admit(self, records: Records) -> Records:
-        return records
+        # Polled after the lost work, before the rewind: the rewind reads them again.
+        return {} if self._rewind_needed else records
 
     @property
     def awaiting_acknowledgement(self) -> bool:
@@ -81,8 +86,6 @@ class AtLeastOnce:
         self._stats.set_batch_in_hand(self._in_flight[0].taken_at)
 
     async def between_batches(self, idle: bool) -> None:
-        # Until the rewind succeeds nothing more is read: a later commit would otherwise pass
-        # over the records whose outputs were lost.
         if self._rewind_needed:
             await self._rewind()
             return
@@ -105,6 +108,15 @@ class AtLeastOnce:
             batch.pending.discard()
         self._in_flight.clear()
         self._acknowledged = {}
+
+    def on_repositioned(self, positions: Mapping[TopicPartition, int]) -> None:
+        # The new position is committed at once: left at the old one, a restart would resume
+        # there, past records that a truncated or recreated log writes at those offsets again.
+        for tp, position in positions.items():
+            for batch in self._in_flight:
+                batch.work.cap_offset(tp, position)
+            self._acknowledged[tp] = position
+        self._last_commit = -math.inf
 
     async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
         pass
@@ -188,7 +200,8 @@ class AtLeastOnce:
         """Drop the work in flight, back off, and read it again from the last commit."""
         await self.abandon()
         self._rewind_needed = True
-        await self._back_off("publishing (the work in flight is read again from the last commit)", exc)
+        if not await self._back_off("publishing (the work in flight is read again from the last commit)", exc):
+            await self._rewind()
 
     async def _rewind(self) -> None:
         try:
@@ -200,9 +213,10 @@ class AtLeastOnce:
             return
         self._rewind_needed = False
 
-    async def _back_off(self, action: str, exc: BaseException) -> None:
+    async def _back_off(self, action: str, exc: BaseException) -> bool:
+        """Wait before the next try; True if the service was stopped meanwhile."""
         self._failures += 1
         wait_s = self._backoff.delay(self._failures)
         log_retry("Kafka", action, self._failures, exc, wait_s)
         self._stats.record_retry("Kafka")
-        await pause_unless_stopped(self._stop, wait_s)
+        return await pause_unless_stopped(self._stop, wait_s)

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 class RecordBatch(Protocol):
     def append(self, *, timestamp: float | None, key: bytes | None, value: bytes | None, headers: Any = ()) -> Any: ...
 
+    def close(self) -> None: ...
+
 
 class BatchSink(Protocol):
     def create_batch(self) -> RecordBatch: ...
@@ -58,6 +60,21 @@ class PartitionSender:
             if batch.builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
                 raise ValueError("a record larger than a whole batch")  # predictions are a few hundred bytes
         batch.size += 1
+        return batch.delivered
+
+    def append_alone(self, key: bytes | None, value: bytes | None) -> asyncio.Future:
+        """Add one record as a batch of its own, after the rows before it, so that Kafka refusing
+        that batch names the record; returns the batch's future."""
+        if self._open is not None:
+            self._seal()
+        builder = self.sink.create_batch()
+        if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+            raise ValueError("a record larger than a whole batch")
+        # Closed, as aiokafka's BatchBuilder.close() advises for full control of a batch's
+        # contents: a producer.send() to the same partition cannot add to it while it waits.
+        builder.close()
+        batch = OpenBatch(builder, asyncio.get_running_loop().create_future(), size=1)
+        self._sealed.append(batch)
         return batch.delivered
 
     def flush(self) -> None:

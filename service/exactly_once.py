@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -83,6 +83,12 @@ class ExactlyOnce:
 
     async def abandon(self) -> None:
         await self._close(list(self._transactions))
+
+    def on_repositioned(self, positions: Mapping[TopicPartition, int]) -> None:
+        for tp, position in positions.items():
+            transaction = self._transactions.get(tp)
+            if transaction is not None:
+                transaction.reposition(position)
 
     async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
         await self._close(partitions)

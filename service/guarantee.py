@@ -11,7 +11,7 @@ and records the progress:
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +35,11 @@ class Work:
     started: float  # perf_counter, for the batch time
     taken_at: float  # monotonic, for the age of the work in hand
     enqueued: float  # perf_counter, for the publish stage
+
+    def cap_offset(self, tp: TopicPartition, position: int) -> None:
+        """Commit no further than `position` for `tp`: its log was reset under this work."""
+        if self.offsets.get(tp, -1) > position:
+            self.offsets[tp] = position
 
 
 class Guarantee(Protocol):
@@ -61,6 +66,10 @@ class Guarantee(Protocol):
     async def abandon(self) -> None:
         """Give up everything not yet committed; its records will be read again."""
 
+    def on_repositioned(self, positions: Mapping[TopicPartition, int]) -> None:
+        """A partition's log was truncated or recreated under it, and reading resumes at
+        `positions`: no commit of work read before may pass that position."""
+
     async def on_revoked(self, partitions: Collection[TopicPartition]) -> None: ...
 
     async def on_assigned(self, partitions: Collection[TopicPartition]) -> None: ...
@@ -71,6 +80,8 @@ class Guarantee(Protocol):
 def account_delivered(stats: ServiceStats, work: Work) -> None:
     """Count work whose outputs are delivered: its time, and each event's end-to-end latency
     from its input record's Kafka timestamp."""
+    if not work.events:
+        return  # a position committed on its own (a reset), no batch
     now = time.perf_counter()
     stats.observe_stage("publish", now - work.enqueued)
     stats.record_batch(work.events, len(work.predictions), len(work.invalid), now - work.started)

@@ -60,15 +60,19 @@ class PredictionLoop:
     async def run(self) -> None:
         """Process until `stop` is set, then finish and commit what is in hand."""
         while not self._stop.is_set():
-            # While acknowledgements are due, poll briefly: new records and acknowledgements are
-            # both picked up within a couple of milliseconds, and neither waits for the other.
-            waiting = self.guarantee.awaiting_acknowledgement
-            records = self.guarantee.admit(await self._poll(ACK_POLL_MS if waiting else self._settings.poll_timeout_ms))
-            if records:
-                await self._run_batch(records)
-            await self.guarantee.between_batches(idle=not records)
+            await self.turn()
         if not await self.drain(timeout_s=None):
             log.warning("stopped before all in hand was delivered and committed; the rest is processed again on the next start")
+
+    async def turn(self) -> None:
+        """One poll, the batch it brings, and the guarantee's bookkeeping after it."""
+        # While acknowledgements are due, poll briefly: new records and acknowledgements are
+        # both picked up within a couple of milliseconds, and neither waits for the other.
+        waiting = self.guarantee.awaiting_acknowledgement
+        records = self.guarantee.admit(await self._poll(ACK_POLL_MS if waiting else self._settings.poll_timeout_ms))
+        if records:
+            await self._run_batch(records)
+        await self.guarantee.between_batches(idle=not records)
 
     async def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
@@ -77,7 +81,7 @@ class PredictionLoop:
             await start_at_beginning(self._source, exc.args[0])
             return {}
         except OffsetOutOfRangeError as exc:
-            await recover_lost_positions(self._source, exc.args[0], self.stats)
+            self.guarantee.on_repositioned(await recover_lost_positions(self._source, exc.args[0], self.stats))
             return {}
         finally:
             self.stats.mark_polled()  # alive, whether or not records came

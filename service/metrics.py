@@ -28,6 +28,8 @@ BATCHES_TOTAL = f"{PREFIX}_batches_total"
 ABANDONED_BATCHES_TOTAL = f"{PREFIX}_abandoned_batches_total"
 SKIPPED_OFFSETS_TOTAL = f"{PREFIX}_skipped_offsets_total"
 UNDELIVERABLE_RECORDS_TOTAL = f"{PREFIX}_undeliverable_records_total"
+FENCES_TOTAL = f"{PREFIX}_producer_fences_total"
+POSITION_RESETS_TOTAL = f"{PREFIX}_position_resets_total"
 STAGE_SECONDS = f"{PREFIX}_stage_duration_seconds"  # stage: parse | features | predict | publish | commit
 BATCH_SECONDS = f"{PREFIX}_batch_duration_seconds"
 LATENCY_SECONDS = f"{PREFIX}_end_to_end_latency_seconds"
@@ -87,6 +89,12 @@ class ServiceCollector:
         )
         yield _counter(SKIPPED_OFFSETS_TOTAL, "Input offsets lost to retention before they could be read.", {"": stats.skipped_offsets})
         yield _counter(UNDELIVERABLE_RECORDS_TOTAL, "Dead letters Kafka refused even in their smallest form.", {"": stats.undeliverable})
+        yield _counter(
+            FENCES_TOTAL, "exactly_once: partitions left paused because another instance fenced their producer.", {"": stats.fences}
+        )
+        yield _counter(
+            POSITION_RESETS_TOTAL, "Partitions moved to their log's start because their position was gone.", {"": stats.position_resets}
+        )
         yield _histogram(STAGE_SECONDS, "Time one batch spent in each stage.", stats.stage_seconds, "stage")
         yield _histogram(BATCH_SECONDS, "Time from a batch's start to Kafka acknowledging its outputs.", {"": stats.batch_seconds})
         yield _histogram(

@@ -50,9 +50,13 @@ async def start_at_beginning(consumer: Repositionable, partition: TopicPartition
     await consumer.seek_to_beginning(partition)
 
 
-async def recover_lost_positions(consumer: Repositionable, positions: Mapping[TopicPartition, int], stats: ServiceStats) -> None:
-    """Resume each partition at its oldest record, saying how many offsets were lost on the way."""
+async def recover_lost_positions(
+    consumer: Repositionable, positions: Mapping[TopicPartition, int], stats: ServiceStats
+) -> dict[TopicPartition, int]:
+    """Resume each partition at its oldest record, saying how many offsets were lost on the way;
+    returns where each partition now resumes."""
     partitions = list(positions)
+    resumed: dict[TopicPartition, int] = {}
     earliest = await consumer.beginning_offsets(partitions)
     latest = await consumer.end_offsets(partitions)
     for tp, position in positions.items():
@@ -73,7 +77,10 @@ async def recover_lost_positions(consumer: Repositionable, positions: Mapping[To
                 name(tp), position, latest[tp], start,
                 extra={"topic": tp.topic, "partition": tp.partition, "offset": position},
             )
+        stats.record_position_reset()
         consumer.seek(tp, start)
+        resumed[tp] = start
+    return resumed
 
 
 async def rewind_to_committed(consumer: Repositionable) -> None:

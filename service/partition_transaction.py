@@ -17,13 +17,15 @@ too: at 1,000 events/s it meant hundreds of tiny transactions a second, whose ma
 round trips slowed the broker and held every next event back (p50 22 ms to Kafka, against a
 few ms now). Any failure drops the producer and everything uncommitted, and the partition is
 read again from its last commit by a new producer, whose start aborts what the old one left
-open.
+open. A fence is the exception: the partition belongs to another instance then, and waits,
+paused and without a producer, until the group moves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -125,6 +127,7 @@ class PartitionTransaction:
         self._publisher: Publisher | None = None
         self._in_transaction = False
         self._open_since: float | None = None  # taken_at of the open transaction's first work
+        self._open_shares: list[Work] = []  # the work in the open transaction
         self._stopping: asyncio.Task | None = None
         self._refusals = Refusals()
         source.pause(tp)  # until positioned at the last commit
@@ -140,6 +143,20 @@ class PartitionTransaction:
         if records:
             self._next_offset = records[-1].offset + 1
         return records
+
+    def reposition(self, position: int) -> None:
+        """Reading resumes at `position` after the log was truncated or recreated under the
+        partition: expect records from there, let no work read before commit past it, and
+        commit the position itself in a transaction of its own, so that a restart does not
+        resume at an offset the new log writes again."""
+        self._next_offset = position
+        for share in itertools.chain(self._queue, self._open_shares):
+            share.cap_offset(self.tp, position)
+        if self.ready:
+            now = time.perf_counter()
+            self._queue.append(Work({self.tp: position}, [], [], 0, now, time.monotonic(), now))
+            self._idle.clear()
+            self._queued.set()
 
     async def submit(self, share: Work, generation: int) -> None:
         """Queue this partition's share of a batch, unless the partition was rewound since it was polled."""
@@ -198,8 +215,8 @@ class PartitionTransaction:
                 raise
             except RecordsRefused as exc:
                 # Not an outage: the redo, by a new producer, publishes each refused record's next form.
-                for item, error in exc.refused:
-                    self._refusals.escalate(item, error)
+                for refused in exc.refused:
+                    self._refusals.escalate(refused)
                 self._lose_work()
                 await self._discard_producer()
             except Exception as exc:  # noqa: BLE001 - sorted below: set-up errors and bugs stop the service
@@ -212,20 +229,29 @@ class PartitionTransaction:
                 self._lose_work()
                 await self._discard_producer()
                 if isinstance(exc, ProducerFenced):
-                    # Another instance owns the partition now; this one hears so at its next
-                    # heartbeat and gives it up. Until then, trying again would fence the owner.
-                    wait_s = self._settings.kafka_session_timeout_ms / 1000
-                    log.warning(
-                        "%s was taken over by another instance (this producer was fenced); its uncommitted work is"
-                        " left to the new owner", name(self.tp),
-                    )
-                else:
-                    wait_s = self._backoff.delay(failures)
-                    log_retry("Kafka", f"in a transaction of {name(self.tp)} (its uncommitted work is read again from"
-                              " its last commit)", failures, exc, wait_s)
+                    self._stand_down()
+                    return
+                wait_s = self._backoff.delay(failures)
+                log_retry("Kafka", f"in a transaction of {name(self.tp)} (its uncommitted work is read again from"
+                          " its last commit)", failures, exc, wait_s)
                 self._stats.record_retry("Kafka")
                 if await pause_unless_stopped(self._stop, wait_s):
                     return
+
+    def _stand_down(self) -> None:
+        """Another producer started with this partition's transactional id: the group gave the
+        partition to another instance, and this one hears so at its next heartbeat. Starting a
+        producer again would fence that owner back, and when the revoke is slow (a batch stuck
+        in MySQL retries, a group coordinator out of reach) the two would fence each other in
+        turns, each round aborting a transaction and holding back read_committed readers. So the
+        worker ends here and the partition stays paused, with no producer, until the group
+        revokes it (close) or assigns it afresh (a new PartitionTransaction)."""
+        self._stats.record_fence()
+        log.warning(
+            "%s was taken over by another instance (this producer was fenced); it stays paused until the group"
+            " moves it, its uncommitted work left to the new owner", name(self.tp),
+            extra={"topic": self.tp.topic, "partition": self.tp.partition},
+        )
 
     def _fatal(self, exc: Exception) -> BaseException | None:
         """The error to stop the service with, or None for one a new producer may get past."""
@@ -270,6 +296,7 @@ class PartitionTransaction:
         self._in_transaction = True
         deadline = time.monotonic() + self._settings.commit_interval_ms / 1000
         taken: list[tuple[Work, Pending]] = []
+        self._open_shares = []
         try:
             await self._publish_queued(publisher, taken, deadline)
             offset = taken[-1][0].offsets[self.tp]
@@ -283,6 +310,7 @@ class PartitionTransaction:
             raise
         finally:
             self._open_since = None
+            self._open_shares = []
         self._in_transaction = False
         self._refusals.forget_before(self.tp.partition, offset)
         self._stats.observe_stage("commit", time.perf_counter() - committing)
@@ -301,6 +329,7 @@ class PartitionTransaction:
                 self._space.set()
                 if not taken:
                     self._open_since = share.taken_at
+                self._open_shares.append(share)
                 taken.append((share, await publisher.enqueue(share.predictions, share.invalid)))
                 records += share.events
             left_s = deadline - time.monotonic()
@@ -350,7 +379,11 @@ class PartitionTransaction:
 
 
 async def _within(step: Awaitable[Any], what: str) -> Any:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the step's result when a
+    # cancellation arrives just as the step completes, and a worker that swallows its cancel
+    # leaves close() (a revoke, a shutdown) waiting for it for ever.
     try:
-        return await asyncio.wait_for(step, STEP_TIMEOUT_S)
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            return await step
     except TimeoutError:
         raise TimeoutError(f"no answer from Kafka within {STEP_TIMEOUT_S:g} s while {what}") from None

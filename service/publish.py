@@ -7,7 +7,8 @@ split in two, so the loop can fetch and process the next batch while Kafka ackno
 one: `enqueue` hands everything to the producer, `settle` waits for the acknowledgements.
 
 The policy for a record Kafka refuses because of that record alone (too large, a bad timestamp):
-- it is sent once more on its own, since a whole producer batch fails with one bad record in it;
+- every record of the refused batch is sent once more in a batch of its own, since a whole
+  producer batch fails with one bad record in it; only a record refused alone goes on;
 - a refused prediction becomes a dead letter of its input event, kind `rejected_by_kafka`;
 - a refused dead letter is sent in its smallest form (no value, our headers only);
 - a dead letter refused even then is logged at ERROR with where it came from, and counted.
@@ -18,7 +19,10 @@ In a transaction (exactly_once) a refused record cannot be sent again in the sam
 idempotent producer's sequence numbers no longer match the broker's. There the publisher
 raises `RecordsRefused`, the transaction is redone by a new producer, and `Refusals` remembers
 how far each refused record has got along the same policy, so the redo publishes its next
-form. Dead letters then go out one record per batch, so a refusal always names its record.
+form: first each record of the refused batch on its own, then the next form of the one that
+was refused alone. Outside a redo, dead letters share the producer's record batches, as in
+at_least_once: a batch of their own each cost a produce round trip each, and 20% invalid input
+halved exactly_once's throughput (scripts/invalid_flood.py).
 """
 
 from __future__ import annotations
@@ -71,13 +75,23 @@ class OutputRefused(RuntimeError):
 class RecordsRefused(Exception):
     """In a transaction: Kafka refused these outputs for what they are; the transaction must be redone."""
 
-    def __init__(self, refused: list[tuple[Outgoing, BaseException]]) -> None:
-        super().__init__(f"Kafka refused {len(refused)} record(s): {describe_error(refused[0][1])}")
+    def __init__(self, refused: list[Refused]) -> None:
+        super().__init__(f"Kafka refused {sum(len(r.items) for r in refused)} record(s): {describe_error(refused[0].error)}")
         self.refused = refused
 
 
 # How far a refused record's output has got along the policy, in the order they are tried.
-AS_IS, REJECTED, STRIPPED, UNDELIVERABLE = range(4)
+# From ALONE on, the output goes out in a record batch of its own.
+AS_IS, ALONE, REJECTED, STRIPPED, UNDELIVERABLE = range(5)
+
+
+@dataclass
+class Refused:
+    """Outputs Kafka refused together, and whether their record batch held nothing else."""
+
+    items: list[Outgoing]
+    error: BaseException
+    alone: bool
 
 
 class Refusals:
@@ -92,7 +106,17 @@ class Refusals:
     def stage(self, record: ConsumerRecord) -> tuple[int, str]:
         return self._stage.get((record.partition, record.offset), (AS_IS, ""))
 
-    def escalate(self, item: Outgoing, error: BaseException) -> None:
+    def escalate(self, refused: Refused) -> None:
+        if not refused.alone:
+            # Any one of them may be the bad record: the redo sends each on its own first.
+            _log_sent_again_alone(refused)
+            for item in refused.items:
+                self._stage.setdefault((item.source.partition, item.source.offset), (ALONE, ""))
+            return
+        for item in refused.items:
+            self._escalate_alone(item, refused.error)
+
+    def _escalate_alone(self, item: Outgoing, error: BaseException) -> None:
         where = f"{item.source.topic}[{item.source.partition}]@{item.source.offset}"
         stage, why = self.stage(item.source)
         if not item.is_dead_letter:
@@ -141,6 +165,7 @@ class Delivery:
     topic: str
     rows: list[Row]
     dead_letters: bool
+    alone: bool = False  # in a record batch of its own, so a refusal names its record
 
     def outgoing(self) -> list[Outgoing]:
         return [Outgoing(self.topic, key, value, headers, source, self.dead_letters) for key, value, headers, source in self.rows]
@@ -222,14 +247,16 @@ class Publisher:
             predictions, invalid = self._apply_refusals(predictions, invalid)
         if predictions:
             await self._enqueue_predictions(predictions, pending)
+        refusals = self._refusals
         for record, error in invalid:
             item = dead_letter_for(record, error, self._dlq_topic)
-            if self._refusals is None:
-                future = await self._send(item)
-            else:
+            alone = refusals is not None and refusals.stage(record)[0] >= ALONE
+            if alone:
                 item = self._next_form(item)
                 future = await self._send_in_own_batch(item)
-            pending.deliveries.append(Delivery(future, item.topic, [(item.key, item.value, item.headers, record)], True))
+            else:
+                future = await self._send(item)
+            pending.deliveries.append(Delivery(future, item.topic, [(item.key, item.value, item.headers, record)], True, alone))
         return pending
 
     def _apply_refusals(
@@ -242,7 +269,7 @@ class Publisher:
         kept, letters = [], []
         for record, prediction in predictions:
             stage, why = self._refusals.stage(record)
-            if stage == AS_IS:
+            if stage <= ALONE:
                 kept.append((record, prediction))
             elif stage == UNDELIVERABLE:
                 self._skip_undeliverable(record, "refused even in its smallest form")
@@ -266,6 +293,7 @@ class Publisher:
         batch = self._sink.create_batch()
         if batch.append(timestamp=None, key=item.key, value=item.value, headers=item.headers) is None:
             return await self._send(item)  # larger than a batch: send() makes a batch of it alone
+        batch.close()  # so that no producer.send() to the same partition joins it (see PartitionSender.append_alone)
         partitions = len(await self._sink.partitions_for(item.topic))
         partition = keyed_partition(item.key, partitions) if item.key is not None else random.randrange(partitions)
         try:
@@ -290,7 +318,7 @@ class Publisher:
         # Every outcome read first: one raised below would otherwise leave the others unread,
         # and asyncio logs an unread failure as an error.
         outcomes = [(delivery, _outcome(delivery.future)) for delivery in pending.deliveries]
-        refused: list[tuple[Outgoing, BaseException]] = []
+        refused: list[Refused] = []
         for delivery, error in outcomes:
             if error is None:
                 continue
@@ -300,11 +328,13 @@ class Publisher:
                 ) from error
             if not isinstance(error, RECORD_REFUSALS):
                 raise error  # an outage or a bug: the caller decides
-            refused.extend((item, error) for item in delivery.outgoing())
+            refused.append(Refused(delivery.outgoing(), error, delivery.alone))
         if refused and self._refusals is not None:
             raise RecordsRefused(refused)
-        for item, error in refused:
-            await self._resend_refused(item, error)
+        for batch in refused:
+            _log_sent_again_alone(batch)
+            for item in batch.items:
+                await self._resend_refused(item, batch.error)
 
     async def _enqueue_predictions(self, predictions: Sequence[tuple[ConsumerRecord, Prediction]], pending: Pending) -> None:
         topic = self._output_topic
@@ -325,15 +355,22 @@ class Publisher:
                 rows = by_partition[partition] = []
             rows.append((key, encode(prediction), NO_HEADERS, record))
         senders = self._senders
+        redo = bool(self._refusals)  # once per call: the loop below runs for every prediction
         for partition, rows in by_partition.items():
             sender = senders.get(partition)
             if sender is None:
                 sender = senders[partition] = PartitionSender(self._sink, topic, partition)
             by_future: dict[asyncio.Future, list[Row]] = {}
             for row in rows:
+                if redo and self._alone(row[3]):
+                    pending.deliveries.append(Delivery(sender.append_alone(row[0], row[1]), topic, [row], False, alone=True))
+                    continue
                 by_future.setdefault(sender.append(row[0], row[1]), []).append(row)
             sender.flush()
             pending.deliveries.extend(Delivery(future, topic, batch_rows, False) for future, batch_rows in by_future.items())
+
+    def _alone(self, record: ConsumerRecord) -> bool:
+        return self._refusals is not None and self._refusals.stage(record)[0] == ALONE
 
     async def close(self) -> None:
         for sender in self._senders.values():
@@ -348,7 +385,7 @@ class Publisher:
             return _failed(error)
 
     async def _send_alone(self, item: Outgoing) -> BaseException | None:
-        future = await self._send(item)
+        future = await self._send_in_own_batch(item)
         await asyncio.wait([future])
         error = future.exception()
         if error is not None and not isinstance(error, RECORD_REFUSALS):
@@ -379,6 +416,14 @@ class Publisher:
             source.topic, source.partition, source.offset, why,
             extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
         )
+
+
+def _log_sent_again_alone(refused: Refused) -> None:
+    first = refused.items[0].source
+    log.info(
+        "Kafka refused %d output(s) sent together, from %s[%d]@%d on: %s; each is sent again on its own",
+        len(refused.items), first.topic, first.partition, first.offset, describe_error(refused.error),
+    )
 
 
 def _failed(error: BaseException) -> asyncio.Future:

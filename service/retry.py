@@ -86,8 +86,11 @@ def log_retry(dependency: str, action: str, attempt: int, exc: BaseException, wa
 
 async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep for `seconds`; True if a stop request cut the sleep short."""
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+    # arrives as `stop` is set, and a task that should end would go on.
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
     except TimeoutError:
         return False
     return True

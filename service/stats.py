@@ -50,6 +50,8 @@ class ServiceStats:
     abandoned_batches: int = 0
     skipped_offsets: int = 0  # records lost to retention before they could be read
     undeliverable: int = 0  # records Kafka refused even in their smallest form
+    fences: int = 0  # exactly_once: partitions whose producer another instance fenced
+    position_resets: int = 0  # partitions whose committed position was gone (retention, truncation, recreation)
     retries_by_dependency: Counter = field(default_factory=Counter)
     _interval_started: float = field(default_factory=time.monotonic)
     _interval_events: int = 0
@@ -99,8 +101,14 @@ class ServiceStats:
     def record_skipped(self, offsets: int) -> None:
         self.skipped_offsets += offsets
 
+    def record_position_reset(self) -> None:
+        self.position_resets += 1
+
     def record_undeliverable(self) -> None:
         self.undeliverable += 1
+
+    def record_fence(self) -> None:
+        self.fences += 1
 
     # For the hot loop: each is called once per poll or per batch, never per event.
 
@@ -173,6 +181,7 @@ class ServiceStats:
             "events_total": self.events, "predictions_total": self.predictions, "dead_letters_total": self.dead_letters,
             "retries_total": self.retries, "abandoned_batches_total": self.abandoned_batches,
             "skipped_offsets_total": self.skipped_offsets, "undeliverable_total": self.undeliverable,
+            "position_resets_total": self.position_resets,
         }
         text = (
             f"{self._interval_events / elapsed:.0f} events/s over {elapsed:.0f} s ({len(timings)} batches,"
@@ -184,6 +193,8 @@ class ServiceStats:
             (self.abandoned_batches, "abandoned batches"),
             (self.skipped_offsets, "offsets skipped"),
             (self.undeliverable, "undeliverable records"),
+            (self.fences, "fenced partitions"),
+            (self.position_resets, "position resets"),
         ):
             if count:
                 text += f", {count} {what}"

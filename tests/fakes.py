@@ -162,6 +162,10 @@ class InMemoryBatch:
         self.records.append((key, value, list(headers)))
         return object()
 
+    def close(self) -> None:
+        """No more records; the stand-in holds what it has."""
+        self.capacity = len(self.records)
+
 
 class InMemorySink:
     """Acknowledges sends like AIOKafkaProducer.send; can fail the first N deliveries, or refuse

@@ -1,15 +1,23 @@
 """The policy for records Kafka refuses because of the record itself: none may wedge the loop."""
 
+import asyncio
+
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
+from aiokafka.structs import TopicPartition
 
+from config import Settings
 from events.dead_letter import read_dead_letter_headers
 from events.schema import InvalidEvent, decode_prediction, parse_event
+from service.at_least_once import AtLeastOnce
 from service.batch import predict_events
+from service.exactly_once import ExactlyOnce
+from service.guarantee import Guarantee
+from service.loop import PredictionLoop
 from service.publish import OutputRefused, Publisher
 from service.stats import ServiceStats
 from tests.factories import event_bytes, small_feature_table, trained_model
-from tests.fakes import InMemoryFeatureStore, InMemorySink, make_record
+from tests.fakes import InMemoryFeatureStore, InMemorySink, InMemorySource, InMemoryTransactionLog, make_record
 
 OUT, DLQ = "output_topic", "dead_letter_topic"
 
@@ -79,3 +87,47 @@ async def test_an_outage_is_left_to_the_caller_to_retry(model):
     with pytest.raises(KafkaTimeoutError):
         await publish(sink, model, valid=["a", "b"])
     assert sink.to(DLQ) == []
+
+
+async def run_loop(mode: str, records, model, refuse) -> tuple[list, list, ServiceStats]:
+    """Run the whole loop over `records` in `mode`, every producer refusing what `refuse` picks;
+    returns what a reader sees on the output and dead-letter topics, and the stats."""
+    settings = Settings(output_topic=OUT, dlq_topic=DLQ, retry_backoff_initial_ms=1, retry_backoff_max_ms=2)
+    stop = asyncio.Event()
+    # Polls after the last batch before the source stops the loop: time for the redos.
+    source = InMemorySource([records], stop, idle_polls=500)
+    stats = ServiceStats()
+    guarantee: Guarantee
+    if mode == "at_least_once":
+        sink = InMemorySink(refuse=refuse, refusal=MessageSizeTooLargeError())
+        guarantee = AtLeastOnce(settings, source, sink, stats, stop)
+        seen = sink.to
+    else:
+        log = InMemoryTransactionLog(source)
+
+        def refusing_producer(transactional_id):
+            producer = log.producer(transactional_id)
+            producer.refuse, producer.refusal = refuse, MessageSizeTooLargeError()
+            return producer
+
+        guarantee = ExactlyOnce(settings, source, refusing_producer, stats, stop)
+        await guarantee.on_assigned({TopicPartition(record.topic, record.partition) for record in records})
+        seen = log.to
+    loop = PredictionLoop(settings, source, guarantee, InMemoryFeatureStore(small_feature_table(50)), model, stop, stats)
+    await asyncio.wait_for(loop.run(), 10)
+    await loop.close()
+    return seen(OUT), seen(DLQ), stats
+
+
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
+async def test_one_refused_prediction_in_a_batch_dead_letters_that_event_alone_in_either_mode(model, mode):
+    """Kafka refusing one prediction fails its whole record batch; every other prediction of the
+    batch still goes out, in input order, and only the refused one's event is dead-lettered."""
+    # One user, so the ten predictions share an output partition and a record batch.
+    records = [make_record(event_bytes(user_id=7, event_id=f"e{n}"), offset=n) for n in range(10)]
+    predictions, dead, stats = await run_loop(mode, records, model, lambda topic, value: topic == OUT and b'"e3"' in value)
+    assert [decode_prediction(value).event_id for _, value, _, _ in predictions] == [f"e{n}" for n in range(10) if n != 3]
+    ((_, value, _, headers),) = dead
+    assert parse_event(value).event_id == "e3"
+    assert read_dead_letter_headers(headers)["dlq.error.kind"] == "rejected_by_kafka"
+    assert stats.undeliverable == 0
