@@ -50,6 +50,8 @@ CLOSE_TIMEOUT_S = 10.0
 TRANSACTION_RETRY_BACKOFF_MS = 20
 # Ends the last close a little before the watchdog would.
 CLOSE_MARGIN_S = 0.2
+# How soon the consumer notices topics that appear or change; one small request to the broker.
+CONSUMER_METADATA_MAX_AGE_MS = 10_000
 
 
 def load_warm_model(settings: Settings) -> PurchaseModel:
@@ -259,4 +261,7 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         # Input written in transactions is read once committed, never from an aborted one.
         isolation_level="read_committed",
+        # A deleted input topic leaves the group with no partitions, and it only sees the topic
+        # created again at its next metadata refresh: at aiokafka's default, 5 minutes later.
+        metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
     )

@@ -194,6 +194,7 @@ class AtLeastOnce:
         finally:
             self._last_commit = time.monotonic()
         self._stats.observe_stage("commit", time.perf_counter() - started)
+        self._stats.note_committed(offsets)
         return True
 
     async def _recover_from_failed_delivery(self, exc: BaseException) -> None:

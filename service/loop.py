@@ -78,7 +78,7 @@ class PredictionLoop:
         try:
             return await self._source.getmany(timeout_ms=timeout_ms, max_records=self._settings.batch_max_records)
         except NoOffsetForPartitionError as exc:
-            await start_at_beginning(self._source, exc.args[0])
+            await start_at_beginning(self._source, exc.args[0], self.stats)
             return {}
         except OffsetOutOfRangeError as exc:
             self.guarantee.on_repositioned(await recover_lost_positions(self._source, exc.args[0], self.stats))

@@ -45,8 +45,18 @@ def name(tp: TopicPartition) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
-async def start_at_beginning(consumer: Repositionable, partition: TopicPartition) -> None:
-    log.info("%s has no committed offset in this group: starting at its beginning", name(partition))
+async def start_at_beginning(consumer: Repositionable, partition: TopicPartition, stats: ServiceStats) -> None:
+    if partition in stats.committed_partitions:
+        # Its offset was committed by this very process: the broker dropped it with the topic
+        # (deleted and created again) or with the group's expired offsets.
+        stats.record_position_reset()
+        log.warning(
+            "%s: its committed offset is gone (the topic was deleted and created again, or the group's offsets"
+            " expired); starting at its beginning", name(partition),
+            extra={"topic": partition.topic, "partition": partition.partition},
+        )
+    else:
+        log.info("%s has no committed offset in this group: starting at its beginning", name(partition))
     await consumer.seek_to_beginning(partition)
 
 

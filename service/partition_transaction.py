@@ -43,7 +43,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from config import Settings
 from service.guarantee import Work, account_delivered
-from service.offsets import name
+from service.offsets import name, start_at_beginning
 from service.publish import KeyPartitions, OutputRefused, Pending, Publisher, RecordSink, RecordsRefused, Refusals
 from service.retry import Backoff, describe_error, log_retry, pause_unless_stopped
 from service.source import RecordSource
@@ -275,7 +275,7 @@ class PartitionTransaction:
         )
         committed = await _within(self._source.committed(self.tp), "reading the committed offset")
         if committed is None:
-            await self._source.seek_to_beginning(self.tp)
+            await start_at_beginning(self._source, self.tp, self._stats)
         else:
             self._source.seek(self.tp, committed)
         self._next_offset = committed
@@ -314,6 +314,7 @@ class PartitionTransaction:
         self._in_transaction = False
         self._refusals.forget_before(self.tp.partition, offset)
         self._stats.observe_stage("commit", time.perf_counter() - committing)
+        self._stats.note_committed((self.tp,))
         for share, _ in taken:
             account_delivered(self._stats, share)
 

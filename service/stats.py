@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from aiokafka.structs import TopicPartition
 
 from service.histogram import LATENCY_BUCKETS_S, STAGE_BUCKETS_S, Histogram
 
@@ -52,6 +53,7 @@ class ServiceStats:
     undeliverable: int = 0  # records Kafka refused even in their smallest form
     fences: int = 0  # exactly_once: partitions whose producer another instance fenced
     position_resets: int = 0  # partitions whose committed position was gone (retention, truncation, recreation)
+    committed_partitions: set[TopicPartition] = field(default_factory=set)  # this process committed an offset for them
     retries_by_dependency: Counter = field(default_factory=Counter)
     _interval_started: float = field(default_factory=time.monotonic)
     _interval_events: int = 0
@@ -103,6 +105,9 @@ class ServiceStats:
 
     def record_position_reset(self) -> None:
         self.position_resets += 1
+
+    def note_committed(self, partitions: Iterable[TopicPartition]) -> None:
+        self.committed_partitions.update(partitions)
 
     def record_undeliverable(self) -> None:
         self.undeliverable += 1

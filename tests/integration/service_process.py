@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +52,14 @@ class ServiceProcess:
                 raise AssertionError(f"service exited with {self.process.returncode} before logging {fragment!r}:\n{self.tail()}")
             time.sleep(0.1)
         raise AssertionError(f"no {fragment!r} in the service log after {timeout_s} s:\n{self.tail()}")
+
+    def metric_total(self, name: str) -> float:
+        """The sum of a metric's samples on the service's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+        assert samples, f"no {name} in /metrics"
+        return sum(sample.value for sample in samples)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -10,7 +10,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
 from service.offsets import name
@@ -20,7 +19,6 @@ from tests.factories import random_events
 from tests.integration.kafka_helpers import create_topic, read_topic
 from tests.integration.test_group_timing import FAST_GROUP
 from tests.integration.test_hostile_records import decode
-from tests.integration.test_monitoring import get
 from tests.integration.test_pipeline import as_records, read_predictions
 
 pytestmark = pytest.mark.integration
@@ -53,7 +51,7 @@ def test_a_fenced_instance_never_fences_the_owner_back_and_nothing_is_lost(pipel
     finally:
         asyncio.run(delete_topic(settings, scratch))
     assert commits >= HOLD_S / COMMIT_EVERY_S / 2, "the owner kept committing, never fenced back"
-    assert sum(TAKEN_OVER in m for m in first.messages()) == 1 and fences_counted(first) == 1
+    assert sum(TAKEN_OVER in m for m in first.messages()) == 1 and first.metric_total(metrics.FENCES_TOTAL) == 1
     assert sum(f"{name(fenced)}: transactions ready" in m for m in first.messages()) == 1, "no producer started again"
     read_predictions(settings, [e.event_id for e in elsewhere])  # the other partitions went on meanwhile
 
@@ -112,11 +110,3 @@ async def delete_topic(settings, topic: str) -> None:
         await admin.delete_topics([topic])
     finally:
         await admin.close()
-
-
-def fences_counted(service) -> float:
-    """The service's own count of fences, from its /metrics."""
-    _, text = get(int(service.env["METRICS_PORT"]), "/metrics")
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == metrics.FENCES_TOTAL]
-    assert samples, f"no {metrics.FENCES_TOTAL} in /metrics"
-    return sum(s.value for s in samples)
