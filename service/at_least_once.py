@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
@@ -110,13 +109,11 @@ class AtLeastOnce:
         self._acknowledged = {}
 
     def on_repositioned(self, positions: Mapping[TopicPartition, int]) -> None:
-        # The new position is committed at once: left at the old one, a restart would resume
-        # there, past records that a truncated or recreated log writes at those offsets again.
         for tp, position in positions.items():
             for batch in self._in_flight:
                 batch.work.cap_offset(tp, position)
-            self._acknowledged[tp] = position
-        self._last_commit = -math.inf
+            if self._acknowledged.get(tp, -1) > position:
+                self._acknowledged[tp] = position
 
     async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
         pass

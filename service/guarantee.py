@@ -80,8 +80,6 @@ class Guarantee(Protocol):
 def account_delivered(stats: ServiceStats, work: Work) -> None:
     """Count work whose outputs are delivered: its time, and each event's end-to-end latency
     from its input record's Kafka timestamp."""
-    if not work.events:
-        return  # a position committed on its own (a reset), no batch
     now = time.perf_counter()
     stats.observe_stage("publish", now - work.enqueued)
     stats.record_batch(work.events, len(work.predictions), len(work.invalid), now - work.started)

@@ -11,6 +11,7 @@ any longer abandons it uncommitted, so its records are read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -81,10 +82,24 @@ class PredictionLoop:
             await start_at_beginning(self._source, exc.args[0], self.stats)
             return {}
         except OffsetOutOfRangeError as exc:
-            self.guarantee.on_repositioned(await recover_lost_positions(self._source, exc.args[0], self.stats))
+            await self._reset_positions(exc.args[0])
             return {}
         finally:
             self.stats.mark_polled()  # alive, whether or not records came
+
+    async def _reset_positions(self, lost: dict[TopicPartition, int]) -> None:
+        """Resume where the log now starts, and commit that at once: left at the old offset, a
+        restart (or a rewind) would resume there, past records that a truncated or recreated
+        log writes at those offsets again."""
+        positions = await recover_lost_positions(self._source, lost, self.stats)
+        self.guarantee.on_repositioned(positions)
+        # A stop request ends the retries: the next start finds the old position gone and resets it again.
+        with contextlib.suppress(ShutdownRequested):
+            await retry_until_done(
+                lambda: self._source.commit(positions), dependency="Kafka", action="committing the reset positions",
+                stop=self._stop, backoff=self._backoff, on_retry=self.stats.record_retry,
+            )
+            self.stats.note_committed(positions)
 
     async def _run_batch(self, records: Records) -> None:
         """Process one batch as a task of its own, so a rebalance or shutdown can abandon it."""

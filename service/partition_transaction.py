@@ -146,17 +146,10 @@ class PartitionTransaction:
 
     def reposition(self, position: int) -> None:
         """Reading resumes at `position` after the log was truncated or recreated under the
-        partition: expect records from there, let no work read before commit past it, and
-        commit the position itself in a transaction of its own, so that a restart does not
-        resume at an offset the new log writes again."""
+        partition: expect records from there, and let no work read before commit past it."""
         self._next_offset = position
         for share in itertools.chain(self._queue, self._open_shares):
             share.cap_offset(self.tp, position)
-        if self.ready:
-            now = time.perf_counter()
-            self._queue.append(Work({self.tp: position}, [], [], 0, now, time.monotonic(), now))
-            self._idle.clear()
-            self._queued.set()
 
     async def submit(self, share: Work, generation: int) -> None:
         """Queue this partition's share of a batch, unless the partition was rewound since it was polled."""

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from bench.kafka_io import delete_topics
 from service import metrics
 from service.offsets import name
 from service.partition_transaction import transactional_id
@@ -49,7 +49,7 @@ def test_a_fenced_instance_never_fences_the_owner_back_and_nothing_is_lost(pipel
     try:
         commits = asyncio.run(hold(settings, fenced, scratch, as_records(during), as_records(elsewhere), first))
     finally:
-        asyncio.run(delete_topic(settings, scratch))
+        asyncio.run(delete_topics(settings, [scratch]))
     assert commits >= HOLD_S / COMMIT_EVERY_S / 2, "the owner kept committing, never fenced back"
     assert sum(TAKEN_OVER in m for m in first.messages()) == 1 and first.metric_total(metrics.FENCES_TOTAL) == 1
     assert sum(f"{name(fenced)}: transactions ready" in m for m in first.messages()) == 1, "no producer started again"
@@ -101,12 +101,3 @@ async def send_to(settings, records, *, only: int | None = None, avoid: int | No
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
-
-
-async def delete_topic(settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()

@@ -179,7 +179,11 @@ class ModelConsumer:
     def assign_all(self) -> None:
         self.positions = {tp: self.cluster.committed.get(tp) for tp in PARTITIONS}
         self.cluster.reader = self
-        self.cluster.unseen_truncation = set()
+        # A reader that starts at a committed offset a truncation left past the end has not
+        # seen the truncation either.
+        self.cluster.unseen_truncation = {
+            tp for tp, position in self.positions.items() if position is not None and position > self.cluster.logs[tp].end
+        }
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int, max_records: int | None = None):
         await asyncio.sleep(0)

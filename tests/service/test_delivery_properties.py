@@ -5,6 +5,7 @@ output is not delivered, and once the faults stop every record of the log gets i
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -13,9 +14,13 @@ from hypothesis import strategies as st
 
 from tests.service.delivery_model import PARTITIONS, Cluster, Instance, quiesce
 
-# Enough to find a commit passing lost work on the code before the rewind-first fix within a
-# few hundred examples (see the test's docstring); each example takes a few milliseconds.
+# Without the rewind-first rule (at_least_once) or the reset of the expected offset
+# (exactly_once), fresh draws found a lost record within 61 to 827 examples (twelve seeds);
+# an example takes a few milliseconds.
 EXAMPLES = 2000
+# DELIVERY_EXPLORE=N draws N fresh examples a mode instead of the fixed ones (N=20000 takes a
+# few minutes), to look further than a run of `make test` does.
+EXPLORE = int(os.environ.get("DELIVERY_EXPLORE", "0"))
 # Turns after the faults stop: ample for the few dozen records an example writes.
 HEALING_TURNS = 300
 
@@ -75,7 +80,11 @@ async def play(mode: str, steps: list[tuple]) -> Cluster:
 
 
 @pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so that a run fails for a change, not a draw.
+@settings(
+    max_examples=EXPLORE or EXAMPLES, deadline=None, derandomize=not EXPLORE,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(steps=st.lists(STEPS, max_size=40))
 def test_no_commit_passes_an_undelivered_record_and_nothing_is_lost(mode, steps):
     """After any interleaving, no commit passed an undelivered record, and every record of the
