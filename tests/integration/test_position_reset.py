@@ -7,15 +7,15 @@ import asyncio
 import time
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from bench.kafka_io import delete_topics
 from config import Settings
 from events.dead_letter import read_dead_letter_headers
 from service import metrics
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
-from tests.integration.kafka_helpers import read_topic, send_records
+from tests.integration.kafka_helpers import create_topic, read_topic, send_records
 from tests.integration.test_pipeline import as_records, predictions_by_event, read_predictions
 
 pytestmark = pytest.mark.integration
@@ -30,21 +30,16 @@ RECREATE_TIMEOUT_S = 60
 
 
 async def recreate_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-        deadline = time.monotonic() + RECREATE_TIMEOUT_S
-        while True:  # deletion completes in the background; creating too soon is refused
-            try:
-                await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-                return
-            except TopicAlreadyExistsError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    await delete_topics(settings, [topic])
+    deadline = time.monotonic() + RECREATE_TIMEOUT_S
+    while True:  # deletion completes in the background; creating too soon is refused
+        try:
+            await create_topic(settings, topic, PARTITIONS)
+            return
+        except TopicAlreadyExistsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
