@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 # .env is not included here: make would cut a value at `#` and expand `$`. The programs
-# (config.py) and the stack (stack/lib.sh) each read it with python-dotenv instead.
+# (config/) and the stack (stack/lib.sh) each read it with python-dotenv instead.
 
 .PHONY: help install up down status train demo test test-unit lint benchmark chaos clean
 
@@ -51,7 +51,7 @@ train: install up
 	$(PY) -m model.train
 
 demo: train
-	@bash scripts/demo.sh
+	@bash tools/demo.sh
 
 test: install up
 	$(PY) -m pytest
@@ -67,12 +67,12 @@ lint: install
 # Not `train`: the benchmark loads its own store and trains its own model, leaving the ones a
 # running service may use alone.
 benchmark: install up
-	$(PY) scripts/benchmark.py
+	$(PY) -m tools.bench
 
 # `up` for the Kafka jars it resolves and caches (.stack/kafka/classpath-*.txt): the harness runs
 # its own broker and MariaDB from them, and leaves the local stack's data alone.
 chaos: install up
-	$(PY) scripts/chaos.py
+	$(PY) -m tools.chaos
 
 clean:
 	@bash stack/down.sh --purge

@@ -22,7 +22,7 @@ from runtime.startup import start_program
 # aiokafka and msgspec load only once the arguments are good, so --help, --check-config and
 # a bad setting answer at once.
 if TYPE_CHECKING:
-    from messaging.prediction_reader import ReadPlan
+    from terminal.prediction_reader import ReadPlan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(settings, plan: ReadPlan) -> None:
-    from messaging.prediction_reader import read_records
+    from terminal.prediction_reader import read_records
 
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -51,7 +51,7 @@ async def run(settings, plan: ReadPlan) -> None:
 
 
 async def run_live(settings, plan: ReadPlan) -> None:
-    from messaging.live_reader import watch_live
+    from terminal.live_reader import watch_live
 
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aiokafka.errors import KafkaError
 
-    from messaging.prediction_reader import ReadPlan
+    from terminal.prediction_reader import ReadPlan
 
     topic = settings.dlq_topic if args.dead_letters else settings.output_topic
     plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)

@@ -40,28 +40,25 @@ def main() -> int:
     # Imported here, not at the top, so that --help and a bad setting answer at once.
     import asyncio
 
-    import pymysql
-
-    from model.artifact import ModelArtifactError
-    from offline_store.mysql import OfflineStoreNotReady
+    from errors import SetupError
     from service.app import run_service
-    from service.endpoints import EndpointUnavailable
-    from service.publish import OutputRefused
+    from service.failures import exit_code
 
     try:
         asyncio.run(run_service(settings))
-    except (ModelArtifactError, OfflineStoreNotReady, OutputRefused, EndpointUnavailable) as exc:
+    except SetupError as exc:
         log.error("%s", exc)
-        return 2
-    except pymysql.err.MySQLError as exc:
-        # Transient MySQL errors are retried inside; what reaches here is a setting to fix.
-        log.error("MySQL at %s:%s refused: %s; check the MYSQL_* settings", settings.mysql_host, settings.mysql_port, exc)
-        return 2
-    except Exception:
+        return exc.exit_code
+    except Exception as exc:
+        code = exit_code(exc)
+        if code == SetupError.exit_code:
+            # A MySQL error: outages are retried inside, so what reaches here is a setting to fix.
+            log.error("MySQL at %s:%s refused: %s; check the MYSQL_* settings", settings.mysql_host, settings.mysql_port, exc)
+            return code
         # A bug, not an outage (those are retried). Nothing in hand was committed, so a restart
         # replays it; say so rather than leave only a traceback.
         log.exception("stopped by an unexpected error; uncommitted events will be processed again on restart")
-        return 1
+        return code
     return 0
 
 

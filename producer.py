@@ -21,7 +21,7 @@ from runtime.startup import start_program
 # aiokafka and the event generators load only once the arguments are good, so --help,
 # --check-config and a bad setting answer at once.
 if TYPE_CHECKING:
-    from messaging.event_producer import TrafficPlan
+    from terminal.event_producer import TrafficPlan
 
 log = logging.getLogger("producer")
 
@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(settings, plan: TrafficPlan) -> None:
-    from messaging.event_producer import produce_events
-    from messaging.progress import progress_on
+    from terminal.event_producer import produce_events
+    from terminal.progress import progress_on
 
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aiokafka.errors import KafkaError
 
-    from messaging.event_producer import TrafficPlan
+    from terminal.event_producer import TrafficPlan
 
     plan = TrafficPlan(args.count, args.rate, args.seed, args.invalid_ratio, args.users, args.unknown_user_ratio)
     try:

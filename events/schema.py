@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from errors import InputError
 from events.pages import PAGES_SEPARATOR, normalise_page
 
 PAGES_PER_EVENT = 3
@@ -23,7 +24,7 @@ MAX_EVENT_ID_LENGTH = 256
 MAX_PAGE_NAME_CHARS = 256
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(InputError):
     """An input record that can never become a prediction. `kind` is a short stable code."""
 
     def __init__(self, kind: str, reason: str) -> None:

@@ -1,1 +1,1 @@
-"""Kafka plumbing shared by the producer, the service and the consumer."""
+"""Topic names and creation, shared by every program."""

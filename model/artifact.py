@@ -18,12 +18,13 @@ import numpy as np
 import sklearn
 from sklearn.pipeline import Pipeline
 
+from errors import SetupError
 from model.features import FEATURE_COLUMNS, feature_frame
 from model.scorer import PARITY_TOLERANCE, FoldedScorer, fold_pipeline, largest_difference
 from offline_store.features import UserFeatures
 
 
-class ModelArtifactError(RuntimeError):
+class ModelArtifactError(SetupError):
     """The model artifact is missing, unreadable or was built by another scikit-learn."""
 
 

@@ -23,6 +23,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from config import Settings
+from errors import SetupError
 from model.artifact import PurchaseModel, save_model
 from model.dataset import LabelledData, make_labelled_data
 from model.features import FEATURE_COLUMNS, build_pipeline
@@ -37,7 +38,7 @@ MAX_AUC_GAP_TO_ORACLE = 0.02
 HELD_OUT_SHARE = 0.25
 
 
-class ModelRejected(RuntimeError):
+class ModelRejected(SetupError):
     """The trained model is too far from the oracle to be worth serving."""
 
 

@@ -11,6 +11,7 @@ import aiomysql
 import pymysql
 
 from config import Settings
+from errors import SetupError
 from offline_store.features import UserFeatures
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping
 _SELECT_FEATURES = "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features"
 
 
-class OfflineStoreNotReady(RuntimeError):
+class OfflineStoreNotReady(SetupError):
     """The database answers but holds no feature table."""
 
 

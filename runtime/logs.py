@@ -19,7 +19,7 @@ from runtime.text import printable, printable_lines, printable_traceback
 CONTEXT_FIELDS = (
     "event_id", "topic", "partition", "offset", "error_kind", "batch_size",
     "dependency", "attempt", "retry_in_s", "dead_letters", "skipped_offsets", "client_errors",
-    # The service's summary lines (service/stats.py), as numbers a log shipper can graph.
+    # The service's summary lines (service/observe/stats.py), as numbers a log shipper can graph.
     "interval_s", "events_per_s", "batches", "batch_median_ms", "batch_max_ms",
     "events_total", "predictions_total", "dead_letters_total", "retries_total",
     "abandoned_batches_total", "skipped_offsets_total", "undeliverable_total", "position_resets_total", "dead_letters_by_kind",

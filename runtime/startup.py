@@ -10,8 +10,6 @@ from pathlib import Path
 from config import ConfigError, Settings, load_settings, misspelt_variables
 from runtime.logs import configure_logging
 
-CONFIG_ERROR_EXIT_CODE = 2
-
 log = logging.getLogger("config")
 
 
@@ -24,7 +22,7 @@ def start_program(environ: Mapping[str, str] | None = None, env_file: Path | Non
         settings = load_settings(environ, env_file)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(CONFIG_ERROR_EXIT_CODE) from None
+        raise SystemExit(exc.exit_code) from None
     configure_logging(settings)
     # Only now, so the warnings come out in the format and place every other line does.
     for warning in misspelt_variables(environ):

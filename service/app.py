@@ -14,9 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from config import Settings
+from errors import ShutdownRequested
 from events.pages import OTHER_PAGE
 from messaging.topics import ensure_topics, pipeline_topics
 from model.artifact import PurchaseModel, load_model
@@ -25,17 +24,16 @@ from offline_store.features import COLD_START, FeatureStore
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
-from service.at_least_once import AtLeastOnce
-from service.bounded_decompression import install_decompression_bound
-from service.endpoints import serve_endpoints
-from service.exactly_once import ExactlyOnce
-from service.guarantee import Guarantee
-from service.health import MYSQL_PROBE_TIMEOUT_S, HealthState
-from service.loop import FinishBatchBeforeRevoke, PredictionLoop
-from service.partition_transaction import transaction_timeout_ms
-from service.publish import MAX_BATCH_BYTES, MAX_REQUEST_BYTES
-from service.retry import Backoff, ShutdownRequested, describe_error, retry_until_done, unless_stopped
-from service.stats import ServiceStats, log_stats_periodically
+from service.delivery.at_least_once import AtLeastOnce
+from service.delivery.clients import new_consumer, new_producer
+from service.delivery.exactly_once import ExactlyOnce
+from service.delivery.guarantee import Guarantee
+from service.failures import describe_error
+from service.observe.endpoints import serve_endpoints
+from service.observe.health import MYSQL_PROBE_TIMEOUT_S, HealthState
+from service.observe.stats import ServiceStats, log_stats_periodically
+from service.pipeline.loop import FinishBatchBeforeRevoke, PredictionLoop
+from service.retry import Backoff, retry_until_done, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +44,8 @@ CLOSE_RESERVE_SHARE = 1 / 3
 CLOSE_RESERVE_MAX_S = 5.0
 # Bound on each close when the service ends without a stop request (an error).
 CLOSE_TIMEOUT_S = 10.0
-# aiokafka's wait before retrying a transactional request the broker was not ready for.
-TRANSACTION_RETRY_BACKOFF_MS = 20
 # Ends the last close a little before the watchdog would.
 CLOSE_MARGIN_S = 0.2
-# How soon the consumer notices topics that appear or change; one small request to the broker.
-CONSUMER_METADATA_MAX_AGE_MS = 10_000
 
 
 def load_warm_model(settings: Settings) -> PurchaseModel:
@@ -105,18 +99,18 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 resources.push_async_callback(cache.close)
                 log.info("feature cache: %s, %d users", cache.mode, cache.size)
                 feature_store = cache
-            consumer = _consumer(settings)
+            consumer = new_consumer(settings)
             guarantee: Guarantee
             if settings.processing_guarantee == "exactly_once":
-                guarantee = ExactlyOnce(settings, consumer, lambda txn_id: _producer(settings, txn_id), stats, stop)
+                guarantee = ExactlyOnce(settings, consumer, lambda txn_id: new_producer(settings, txn_id), stats, stop)
             else:
-                producer = _producer(settings)
+                producer = new_producer(settings)
                 resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
                 await step(producer.start, "Kafka", "starting the producer")
                 guarantee = AtLeastOnce(settings, consumer, producer, stats, stop)
             # Leaving the group first hands the partitions over at once instead of after a timeout.
             resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock, 0.4)
-            prediction_loop = PredictionLoop(settings, consumer, guarantee, feature_store, model, stop, stats)
+            prediction_loop = PredictionLoop(settings, guarantee, feature_store, model, stop, stats)
             listener = health.track_group(FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
             consumer.subscribe([settings.input_topic], listener=listener)
             await step(consumer.start, "Kafka", "joining the consumer group")
@@ -211,57 +205,3 @@ def _before_summary(stats: ServiceStats, cache: CachedFeatureStore | None) -> Ca
             stats.set_cache(cache.counters.hits, cache.counters.misses, cache.size)
 
     return update
-
-
-def _producer(settings: Settings, transactional_id: str | None = None) -> AIOKafkaProducer:
-    transactions = {} if transactional_id is None else {
-        "transactional_id": transactional_id, "transaction_timeout_ms": transaction_timeout_ms(settings),
-        # The broker answers CONCURRENT_TRANSACTIONS while it still writes the previous
-        # transaction's markers, a few ms; aiokafka's default 100 ms wait before asking again
-        # then sets the latency of the next transaction.
-        "retry_backoff_ms": TRANSACTION_RETRY_BACKOFF_MS,
-    }
-    return AIOKafkaProducer(
-        **transactions,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="prediction-service" if transactional_id is None else transactional_id,
-        acks="all",
-        # Broker-side de-duplication of the producer's own retries.
-        enable_idempotence=True,
-        # No waiting for more: while one request is with the broker (aiokafka sends one at a
-        # time), the next batch fills by itself.
-        linger_ms=0,
-        max_request_size=MAX_REQUEST_BYTES,
-        # Predictions go out as record batches per partition (service/batch_sender.py); a bigger
-        # batch means fewer, better-compressed requests (aiokafka's default is 16 kB, about 65
-        # predictions).
-        max_batch_size=MAX_BATCH_BYTES,
-        compression_type=None if settings.output_compression == "none" else settings.output_compression,
-    )
-
-
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    # Left alone, the client expands a compressed input batch whole, however far that goes.
-    install_decompression_bound()
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.kafka_group_id,
-        client_id="prediction-service",
-        enable_auto_commit=False,
-        # Never move a position silently: PredictionLoop starts a new group at the oldest
-        # event and reports offsets lost to retention (service/offsets.py).
-        auto_offset_reset="none",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
-        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
-        # aiokafka sends one fetch at a time to a broker, and a partition whose records were
-        # still in hand when it went out waits for the next; the broker holds a fetch with no
-        # data this long, so it bounds that wait (aiokafka's default, 500 ms, made p99 ~500 ms).
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        # Input written in transactions is read once committed, never from an aborted one.
-        isolation_level="read_committed",
-        # A deleted input topic leaves the group with no partitions, and it only sees the topic
-        # created again at its next metadata refresh: at aiokafka's default, 5 minutes later.
-        metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
-    )

@@ -9,49 +9,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import pymysql
-from aiokafka.errors import KafkaError, KafkaTimeoutError
-
 from config import Settings
+from errors import ShutdownRequested
+from service.failures import describe_error, retriable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# MySQL error codes that pass by themselves: the server cannot be reached, went away or is
-# shutting down (2002, 2003, 2006, 2013, 2055, 1053, 1927, 4031), has too many connections
-# (1040), or a lock wait or deadlock (1205, 1213). Access denied, unknown database and the like
-# are settings to fix, not outages: retrying them would only hide the message.
-TRANSIENT_MYSQL_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when a dependency is unavailable, as opposed to a bug, a bad setting or a bad event.
-
-    A transient failure is retried: its records are never dead-lettered and their offsets stay
-    uncommitted meanwhile. Anything else propagates and stops the service, uncommitted too.
-    """
-    if isinstance(exc, pymysql.err.OperationalError):
-        return bool(exc.args) and exc.args[0] in TRANSIENT_MYSQL_CODES
-    if isinstance(exc, (pymysql.err.InterfaceError, KafkaTimeoutError)):
-        return True  # a closed connection; a delivery not acknowledged in time
-    if isinstance(exc, KafkaError):
-        return exc.retriable
-    # Lost connections and passed deadlines (ConnectionError and TimeoutError are OSErrors).
-    return isinstance(exc, OSError)
-
-
-class ShutdownRequested(Exception):
-    """Stop was requested while a step was still failing; the batch is abandoned uncommitted."""
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message`, with something to read where the message is empty (a bare timeout)."""
-    text = str(exc).strip()
-    if not text and isinstance(exc, TimeoutError):
-        text = "no answer before the deadline"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 @dataclass(frozen=True)
 class Backoff:
@@ -66,7 +30,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """The wait after the `attempt`-th failure in a row (1 for the first)."""
-        return min(self.initial_s * 2 ** min(attempt - 1, 64), self.max_s)
+        return min(self.initial_s * 2.0 ** min(attempt - 1, 64), self.max_s)
 
     def delays(self) -> Iterator[float]:
         attempt = 1
@@ -106,7 +70,7 @@ async def retry_until_done(
     on_retry: Callable[[str], None] = lambda dependency: None,
     pause: Callable[[asyncio.Event, float], Awaitable[bool]] = pause_unless_stopped,
 ) -> T:
-    """Run `step` until it succeeds, backing off exponentially on transient errors.
+    """Run `step` until it succeeds, backing off exponentially on retriable errors.
 
     It never gives up on its own: losing the batch is worse than waiting for MySQL or Kafka to
     come back. A stop request ends the wait with `ShutdownRequested`. `dependency` (MySQL,
@@ -116,7 +80,7 @@ async def retry_until_done(
         try:
             return await step()
         except Exception as exc:
-            if not is_transient(exc):
+            if not retriable(exc):
                 raise
             log_retry(dependency, action, attempt, exc, wait_s)
             on_retry(dependency)

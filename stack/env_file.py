@@ -2,7 +2,7 @@
 
     .venv/bin/python stack/env_file.py PATH/.env
 
-It uses config.py's own reader, so the local stack and the programs agree on every value (a
+It uses config/'s own reader, so the local stack and the programs agree on every value (a
 `#` or `$` in a password included), skip the variables the environment sets, and stop on an
 unknown key with the same message. Exit code 2 on such a key, as the programs.
 """

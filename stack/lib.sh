@@ -13,7 +13,7 @@ warn() { printf '[stack] WARNING: %s\n' "$*" >&2; }
 die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---- .env ---------------------------------------------------------------------
-# load_env_file FILE: set the variables FILE holds that the environment does not. config.py's
+# load_env_file FILE: set the variables FILE holds that the environment does not. config/'s
 # reader (python-dotenv) parses it, so the stack sees the very values the programs see, `#`
 # and `$` included. They are not exported: client tools read some of the same names (the
 # mariadb client honours MYSQL_HOST), and nothing the stack starts should inherit them.
@@ -56,7 +56,7 @@ KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 MYSQL_PORT="${MYSQL_PORT:-3306}"
 MYSQL_DATABASE="${MYSQL_DATABASE:-purchases}"
 MYSQL_USER="${MYSQL_USER:-prediction}"
-# `-`, not `:-`: an empty password is a valid setting for config.py, so it is one here too.
+# `-`, not `:-`: an empty password is a valid setting for config/, so it is one here too.
 MYSQL_PASSWORD="${MYSQL_PASSWORD-prediction}"
 MYSQL_START_TIMEOUT="${MYSQL_START_TIMEOUT:-60}"
 

@@ -17,7 +17,6 @@ import aiomysql
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from chaos.tcp_proxy import free_port
 from config import Settings, load_settings
 from model.artifact import save_model
 from model.dataset import make_labelled_data
@@ -25,6 +24,7 @@ from model.train import train_and_evaluate
 from offline_store.loader import load_store
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from tests.integration.service_process import ServiceProcess
+from tools.chaos.tcp_proxy import free_port
 
 STORE_USERS = 300
 

@@ -15,9 +15,9 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.health import HealthState
-from service.metrics import build_registry
-from service.stats import STAGES, ServiceStats
+from service.observe.health import HealthState
+from service.observe.metrics import build_registry
+from service.observe.stats import STAGES, ServiceStats
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MONITORING = REPO_ROOT / "monitoring"

@@ -1,4 +1,4 @@
-"""The benchmark's steady-rate load and arrival watcher (scripts/bench/kcat.py) against the real broker."""
+"""The benchmark's steady-rate load and arrival watcher (tools/bench/kcat.py) against the real broker."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from bench.kafka_io import PARTITIONS, create_topics, delete_topics, events, read_times
-from bench.kcat import arrivals_watched, send_paced
-from service.publish import keyed_partition
+from service.delivery.key_partitions import keyed_partition
 from tests.integration.kafka_helpers import read_topic
+from tools.bench.bench_topics import PARTITIONS, create_topics, delete_topics, events, read_times
+from tools.bench.kcat import arrivals_watched, send_paced
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The fault harness's reduced run (`scripts/chaos.py --reduced`), one processing guarantee at a time.
+"""The fault harness's reduced run (`python -m tools.chaos --reduced`), one processing guarantee at a time.
 
 It brings its own broker and MariaDB (from the local stack's cached Kafka jars), so it neither
 needs nor touches the shared ones; its JSON is what the assertions read.
@@ -30,7 +30,7 @@ def run_reduced(guarantee: str, tmp_path: Path) -> tuple[int, str, dict[str, Any
     results, log_path = tmp_path / "results.json", tmp_path / "chaos.log"
     with log_path.open("wb") as log:
         harness = subprocess.Popen(
-            [sys.executable, "scripts/chaos.py", "--reduced", "--guarantee", guarantee, "--json", str(results)],
+            [sys.executable, "-m", "tools.chaos", "--reduced", "--guarantee", guarantee, "--json", str(results)],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     try:

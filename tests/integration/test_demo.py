@@ -1,4 +1,4 @@
-"""scripts/demo.sh, as `make demo` runs it after training, on a machine whose cores are all busy."""
+"""tools/demo.sh, as `make demo` runs it after training, on a machine whose cores are all busy."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_the_demo_passes_with_every_core_busy_and_its_log_survives_redirection(p
     env.pop("METRICS_PORT", None)  # the demo picks a free port of its own
     with log_path.open("wb") as log:
         result = subprocess.run(
-            ["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=BUSY_S - 20
+            ["bash", "tools/demo.sh"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=BUSY_S - 20
         )
     text = log_path.read_text(errors="replace")
     assert result.returncode == 0, text[-4000:]

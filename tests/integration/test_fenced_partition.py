@@ -10,16 +10,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from bench.kafka_io import delete_topics
-from service import metrics
-from service.offsets import name
-from service.partition_transaction import transactional_id
+from service.delivery.positions import name
+from service.delivery.transactional_producer import transactional_id
+from service.observe import metrics
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import create_topic, read_topic
 from tests.integration.test_group_timing import FAST_GROUP
 from tests.integration.test_hostile_records import decode
 from tests.integration.test_pipeline import as_records, read_predictions
+from tools.bench.bench_topics import delete_topics
 
 pytestmark = pytest.mark.integration
 

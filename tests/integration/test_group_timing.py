@@ -10,12 +10,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
-from chaos.tcp_proxy import TcpProxy
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
 from tests.integration.test_hostile_records import decode
 from tests.integration.test_pipeline import as_records, read_predictions
+from tools.chaos.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 

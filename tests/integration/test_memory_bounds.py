@@ -19,7 +19,7 @@ from aiokafka.structs import TopicPartition
 from config import Settings
 from events.dead_letter import read_dead_letter_headers
 from events.schema import MAX_PAGE_NAME_CHARS, encode_key
-from service.bounded_decompression import BOMB_KIND, MAX_DECOMPRESSED_BATCH_BYTES
+from service.delivery.decompression import BOMB_KIND, MAX_DECOMPRESSED_BATCH_BYTES
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import read_topic

@@ -12,16 +12,16 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaos.tcp_proxy import free_port
 from events.invalid_samples import INVALID_SAMPLES
 from events.schema import InvalidEvent, parse_event
 from model.artifact import load_model
-from service import metrics
+from service.observe import metrics
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import send_records
 from tests.integration.service_process import ServiceProcess
 from tests.integration.test_pipeline import as_records, read_predictions
+from tools.chaos.tcp_proxy import free_port
 
 pytestmark = pytest.mark.integration
 

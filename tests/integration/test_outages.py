@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from chaos.tcp_proxy import TcpProxy
 from events.schema import encode_event, encode_key
 from tests.conftest import server_sql
 from tests.factories import random_events
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
 from tests.integration.test_pipeline import predictions_by_event, read_predictions
+from tools.chaos.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,14 @@ import time
 import pytest
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bench.kafka_io import delete_topics
 from config import Settings
 from events.dead_letter import read_dead_letter_headers
-from service import metrics
+from service.observe import metrics
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import create_topic, read_topic, send_records
 from tests.integration.test_pipeline import as_records, predictions_by_event, read_predictions
+from tools.bench.bench_topics import delete_topics
 
 pytestmark = pytest.mark.integration
 

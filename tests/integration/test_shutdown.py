@@ -9,14 +9,14 @@ from collections import Counter
 
 import pytest
 
-from chaos.private_kafka import PrivateKafka
-from chaos.tcp_proxy import TcpProxy, free_port
 from config import Settings
 from tests.conftest import STORE_USERS, env_settings
 from tests.factories import random_events
 from tests.integration.kafka_helpers import read_topic, send_records
 from tests.integration.test_hostile_records import decode
 from tests.integration.test_pipeline import as_records, read_predictions
+from tools.chaos.private_kafka import PrivateKafka
+from tools.chaos.tcp_proxy import TcpProxy, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ import logging
 
 from offline_store.cache import CachedFeatureStore
 from offline_store.features import UserFeatures
-from tests.fakes import InMemoryFeatureStore
+from tests.fakes.mysql import InMemoryFeatureStore
 
 ALICE = UserFeatures(40.0, 3, 10.0, False)
 

@@ -22,7 +22,7 @@ def capture():
 def test_json_lines_carry_the_record_position(capture):
     """With LOG_FORMAT=json each line is one JSON object with topic, partition and offset as keys."""
     configure_logging(Settings(log_format="json"), stream=capture)
-    logging.getLogger("service.loop").warning("dead-lettering t[1]@7", extra={"topic": "t", "partition": 1, "offset": 7})
+    logging.getLogger("service.pipeline.loop").warning("dead-lettering t[1]@7", extra={"topic": "t", "partition": 1, "offset": 7})
     entry = json.loads(capture.getvalue())
     assert entry["level"] == "warning" and entry["message"] == "dead-lettering t[1]@7"
     assert (entry["topic"], entry["partition"], entry["offset"]) == ("t", 1, 7)
@@ -98,11 +98,11 @@ HOSTILE = "bad\x1b[2J\nFAKE LOG LINE"
 
 
 def log_parse_failure(cause: Exception | None = None) -> None:
-    """Log an exception whose text quotes an event, as service.batch does for an unexpected parse error."""
+    """Log an exception whose text quotes an event, as service.pipeline.validate does for an unexpected parse error."""
     try:
         raise ValueError(HOSTILE) from cause
     except ValueError:
-        logging.getLogger("service.batch").exception("unexpected error parsing %s", "t[0]@7")
+        logging.getLogger("service.pipeline.validate").exception("unexpected error parsing %s", "t[0]@7")
 
 
 def assert_nothing_forged(output: str) -> list[str]:
@@ -117,7 +117,7 @@ def test_exception_text_cannot_move_the_cursor_or_forge_a_line(capture):
     configure_logging(Settings(log_format="console"), stream=capture)
     log_parse_failure()
     lines = assert_nothing_forged(capture.getvalue())
-    assert lines[0].endswith("service.batch: unexpected error parsing t[0]@7")
+    assert lines[0].endswith("service.pipeline.validate: unexpected error parsing t[0]@7")
     assert lines[1] == "Traceback (most recent call last):"
     assert lines[2].startswith('  File "') and "in log_parse_failure" in lines[2]
     assert lines[-1] == "ValueError: bad\\x1b[2J\\nFAKE LOG LINE"
@@ -139,7 +139,7 @@ def test_exception_text_another_formatter_cached_is_escaped_anyway():
     try:
         raise ValueError(HOSTILE)
     except ValueError:
-        record = logging.LogRecord("service.batch", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+        record = logging.LogRecord("service.pipeline.validate", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert HOSTILE in logging.Formatter().format(record)
     assert_nothing_forged(EscapingFormatter("%(message)s").format(record))
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.startup import CONFIG_ERROR_EXIT_CODE, start_program
+from errors import SETUP_EXIT_CODE
+from runtime.startup import start_program
 
 NO_FILE = Path("/nonexistent/.env")
 
@@ -33,5 +34,5 @@ def test_an_unknown_env_file_key_exits_with_code_2(tmp_path, capsys, restore_log
     env_file.write_text("LOGLEVEL=debug\n")
     with pytest.raises(SystemExit) as stopped:
         start_program(environ={}, env_file=env_file)
-    assert stopped.value.code == CONFIG_ERROR_EXIT_CODE
+    assert stopped.value.code == SETUP_EXIT_CODE
     assert "did you mean LOG_LEVEL?" in capsys.readouterr().err

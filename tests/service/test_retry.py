@@ -1,43 +1,10 @@
 import asyncio
 
-import pymysql
 import pytest
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 
-from service.retry import Backoff, ShutdownRequested, describe_error, is_transient, retry_until_done, unless_stopped
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        pymysql.err.OperationalError(2003, "Can't connect"),
-        pymysql.err.InterfaceError(0, ""),
-        TimeoutError(),
-        ConnectionResetError(),
-        KafkaConnectionError(),
-        KafkaTimeoutError(),
-        NotLeaderForPartitionError(),
-    ],
-)
-def test_outages_are_transient(error):
-    """Unreachable MySQL or Kafka, lost connections and deadlines are retried."""
-    assert is_transient(error)
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        CommitFailedError("rebalanced"),
-        IllegalStateError("not assigned"),
-        pymysql.err.ProgrammingError(1146, "Table doesn't exist"),
-        pymysql.err.OperationalError(1045, "Access denied for user"),
-        pymysql.err.OperationalError(1049, "Unknown database"),
-        ValueError("a bug"),
-    ],
-)
-def test_bugs_bad_settings_and_rebalances_are_not_retried(error):
-    """Retrying cannot fix a rebalance, a wrong password or database, a bad query or a bug: they propagate."""
-    assert not is_transient(error)
+from errors import ShutdownRequested
+from service.failures import describe_error
+from service.retry import Backoff, retry_until_done, unless_stopped
 
 
 def test_the_backoff_schedule_doubles_up_to_the_maximum():

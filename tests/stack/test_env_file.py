@@ -1,4 +1,4 @@
-"""The local stack reads .env as config.py does, so `#` and `$` in a value survive in both."""
+"""The local stack reads .env as config/ does, so `#` and `$` in a value survive in both."""
 
 from config import load_settings
 from tests.stack.shell import clean_environment, run_lib

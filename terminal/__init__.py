@@ -1,0 +1,1 @@
+"""What producer.py and consumer.py do and show in a terminal."""

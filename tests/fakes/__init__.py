@@ -1,0 +1,1 @@
+"""In-memory stand-ins behind the same interfaces as Kafka and MySQL, for unit tests."""

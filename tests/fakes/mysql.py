@@ -1,0 +1,46 @@
+"""An in-memory stand-in for the MySQL feature store, behind the same interface, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import pymysql
+
+from offline_store.features import UserFeatures
+
+
+class InMemoryFeatureStore:
+    """Serves fixed features; can be told to fail like an unreachable MySQL (`failures_left`, or
+    `down` for everything)."""
+
+    def __init__(self, features: dict[int, UserFeatures] | None = None, failures_before_success: int = 0) -> None:
+        self.features = features or {}
+        self.failures_left = failures_before_success
+        self.lookups: list[list[int]] = []
+        self.version: int | None = 1
+        self.full_reads = 0
+        self.down = False
+
+    async def feature_set_version(self) -> int | None:
+        self._fail_if_down()
+        return self.version
+
+    async def count_features(self) -> int:
+        self._fail_if_down()
+        return len(self.features)
+
+    async def get_all_features(self) -> dict[int, UserFeatures]:
+        self._fail_if_down()
+        self.full_reads += 1
+        return dict(self.features)
+
+    def _fail_if_down(self) -> None:
+        if self.down:
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server (in-memory stand-in)")
+
+    async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
+        self.lookups.append(list(user_ids))
+        if self.failures_left:
+            self.failures_left -= 1
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server (in-memory stand-in)")
+        return {user_id: self.features[user_id] for user_id in user_ids if user_id in self.features}
