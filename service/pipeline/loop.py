@@ -48,7 +48,6 @@ class PredictionLoop:
         stop: asyncio.Event,
         stats: ServiceStats,
     ) -> None:
-        self._settings = settings
         self.guarantee = guarantee
         self._feature_store = feature_store
         self._model = model
