@@ -2,9 +2,12 @@
 # the program with `command:`.
 FROM python:3.11-slim
 
+# MPLCONFIGDIR: matplotlib (the training report) needs a writable cache, and /app is read-only
+# to the app user.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
 
@@ -19,9 +22,10 @@ RUN pip install --no-cache-dir -r requirements.txt
 # The source stays root-owned, so the app user cannot modify its own code.
 COPY . .
 
-# The only directory the app writes to. A new named volume mounted here copies this directory's
-# ownership, which is what lets the non-root trainer write the model into it.
-RUN mkdir -p model/artifacts && chown app:app model/artifacts
+# The directories the app writes to: the model registry (a named volume under compose; a new
+# named volume copies the directory's ownership, which lets the non-root trainer write into it)
+# and model/artifacts (the cache of models downloaded from MLflow).
+RUN mkdir -p model/registry model/artifacts && chown app:app model/registry model/artifacts
 
 USER app
 

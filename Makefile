@@ -48,7 +48,7 @@ status:
 
 train: install up
 	$(PY) -m offline_store.loader
-	$(PY) -m model.train
+	$(PY) -m model.train --promote
 
 demo: train
 	@bash tools/demo.sh
@@ -76,4 +76,4 @@ chaos: install up
 
 clean:
 	@bash stack/down.sh --purge
-	rm -rf $(VENV) model/artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) model/artifacts model/registry .pytest_cache .mypy_cache .ruff_cache

@@ -28,7 +28,13 @@ def _is_known(name: str) -> bool:
     return name in KNOWN_VARIABLES or name.startswith(COMPOSE_OPTION_PREFIX)
 
 
+# Settings that were renamed, so an old .env gets the new name rather than a near miss.
+RENAMED = {"MODEL_PATH": "MODEL_URI"}
+
+
 def _did_you_mean(name: str, cutoff: float) -> str | None:
+    if name.upper() in RENAMED:
+        return RENAMED[name.upper()]
     matches = difflib.get_close_matches(name.upper(), KNOWN_VARIABLES, n=1, cutoff=cutoff)
     return matches[0] if matches else None
 

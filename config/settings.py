@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from config.values import (
@@ -14,8 +13,9 @@ from config.values import (
     bootstrap_servers,
     choice,
     integer,
+    model_location,
+    optional_text,
     password,
-    project_path,
     setting,
     shown,
     text,
@@ -66,7 +66,16 @@ class Settings:
     feature_cache_ttl_s: int = setting("FEATURE_CACHE_TTL_S", 300, integer(1, 86_400))
     feature_cache_version_check_s: int = setting("FEATURE_CACHE_VERSION_CHECK_S", 5, integer(1, 3_600))
 
-    model_path: Path = setting("MODEL_PATH", PROJECT_ROOT / "model" / "artifacts" / "model.joblib", project_path)
+    # What to serve: a model file, a local registry directory (python -m model.registry), or
+    # models:/NAME@ALIAS in the MLflow registry at MLFLOW_TRACKING_URI. Watched for a new version
+    # every MODEL_POLL_S (0: only on SIGHUP), which is loaded, checked and swapped in between batches.
+    model_uri: str = setting("MODEL_URI", str(PROJECT_ROOT / "model" / "registry"), model_location)
+    model_poll_s: int = setting("MODEL_POLL_S", 10, integer(0, 86_400))
+    mlflow_tracking_uri: str = setting("MLFLOW_TRACKING_URI", "", optional_text)
+    # A second model scored on the same batches and never published to OUTPUT_TOPIC; its outputs
+    # go to SHADOW_OUTPUT_TOPIC when that is set. Empty: no shadow.
+    shadow_model_uri: str = setting("SHADOW_MODEL_URI", "", model_location)
+    shadow_output_topic: str = setting("SHADOW_OUTPUT_TOPIC", "", optional_text)
 
     # exactly_once: outputs and input offsets commit in one Kafka transaction per input
     # partition, so each event has exactly one prediction or dead letter for read_committed
@@ -96,6 +105,15 @@ class Settings:
             raise ConfigError("RETRY_BACKOFF_MAX_MS", "must be at least RETRY_BACKOFF_INITIAL_MS")
         if len({self.input_topic, self.output_topic, self.dlq_topic}) < 3:
             raise ConfigError("DLQ_TOPIC", "INPUT_TOPIC, OUTPUT_TOPIC and DLQ_TOPIC must all differ")
+        if not self.model_uri:
+            raise ConfigError("MODEL_URI", "must not be empty")
+        if self.shadow_output_topic and not self.shadow_model_uri:
+            raise ConfigError("SHADOW_OUTPUT_TOPIC", "needs SHADOW_MODEL_URI: there is no shadow model to publish")
+        if self.shadow_output_topic in {self.input_topic, self.output_topic, self.dlq_topic}:
+            raise ConfigError("SHADOW_OUTPUT_TOPIC", "must differ from INPUT_TOPIC, OUTPUT_TOPIC and DLQ_TOPIC")
+        uses_mlflow = self.model_uri.startswith("models:/") or self.shadow_model_uri.startswith("models:/")
+        if uses_mlflow and not self.mlflow_tracking_uri:
+            raise ConfigError("MLFLOW_TRACKING_URI", "must be set to use a models:/NAME@ALIAS model")
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ConfigError(
                 "KAFKA_HEARTBEAT_INTERVAL_MS",

@@ -72,6 +72,28 @@ def project_path(variable: str, raw: str) -> Path:
     return PROJECT_ROOT / Path(text(variable, raw))
 
 
+def optional_text(variable: str, raw: str) -> str:
+    """A value that may be left empty, which turns its feature off."""
+    return raw.strip()
+
+
+MLFLOW_MODEL_PREFIX = "models:/"
+
+
+def model_location(variable: str, raw: str) -> str:
+    """`models:/NAME@ALIAS` as given; a path (a model file or a registry directory) made absolute
+    against the project, so every program finds the same one."""
+    value = raw.strip()
+    if not value:
+        return value
+    if value.startswith(MLFLOW_MODEL_PREFIX):
+        name, at, alias = value[len(MLFLOW_MODEL_PREFIX):].partition("@")
+        if not (name and at and alias) or "/" in name:
+            raise ConfigError(variable, "an MLflow model is named models:/NAME@ALIAS", raw)
+        return value
+    return str(project_path(variable, value))
+
+
 def setting(variable: str, default: Any, parse: Callable[[str, str], Any], secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"env": variable, "parse": parse, "secret": secret})
 

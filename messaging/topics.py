@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 LEADER_WAIT_S = 15.0
 
 
-def pipeline_topics(settings: Settings) -> tuple[str, str, str]:
-    return settings.input_topic, settings.output_topic, settings.dlq_topic
+def pipeline_topics(settings: Settings) -> tuple[str, ...]:
+    shadow = (settings.shadow_output_topic,) if settings.shadow_output_topic else ()
+    return settings.input_topic, settings.output_topic, settings.dlq_topic, *shadow
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ coin flip with this probability, so a model can be checked against the best poss
             - 0.5 if the current page is help
             + 0.45 * (ln(1 + mean of the last three purchases) - 3.5)   for returning users
             + 0.3 * ln(1 + purchase count)
-            + 1.1 * exp(-days since last purchase / 30)
+            + 1.1 * exp(-days from the last purchase to the event / 30)
             - 0.6 if the user has no purchase history
     p = 1 / (1 + exp(-logit))
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model.features import recency
+from features.event_time import recency
 
 BASE_LOGIT = -2.6
 CURRENT_PAGE_EFFECT = {"checkout": 2.4, "cart": 1.3, "product": 0.4, "help": -0.5}
@@ -30,10 +30,12 @@ SPEND_CENTRE = 3.5
 COUNT_EFFECT = 0.3
 RECENCY_EFFECT = 1.1
 NEW_USER_EFFECT = -0.6
+# The world's own fading time; a model's contract carries the scale it assumes (the same by default).
+RECENCY_SCALE_DAYS = 30.0
 
 
 def true_purchase_probability(features: pd.DataFrame) -> np.ndarray:
-    """The ground-truth probability for each row of a `model.features.feature_frame`."""
+    """The ground-truth probability for each row of a `features.inputs.feature_frame`."""
     current = features["page_3"].map(CURRENT_PAGE_EFFECT).fillna(0.0).to_numpy(dtype=np.float64)
     cart_earlier = ((features["page_1"] == "cart") | (features["page_2"] == "cart")).to_numpy(dtype=np.float64)
     is_new = features["is_new_user"].to_numpy(dtype=np.float64)
@@ -44,7 +46,7 @@ def true_purchase_probability(features: pd.DataFrame) -> np.ndarray:
         + CART_EARLIER_EFFECT * cart_earlier
         + SPEND_EFFECT * spend * (1.0 - is_new)
         + COUNT_EFFECT * np.log1p(features["purchase_count"].to_numpy(dtype=np.float64))
-        + RECENCY_EFFECT * recency(features["days_since_last_purchase"].to_numpy())
+        + RECENCY_EFFECT * recency(features["days_since_last_purchase"].to_numpy(), RECENCY_SCALE_DAYS)
         + NEW_USER_EFFECT * is_new
     )
     return 1.0 / (1.0 + np.exp(-logit))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from offline_store.features import UserFeatures
+from features.user import UserFeatures
 
 log = logging.getLogger(__name__)
 

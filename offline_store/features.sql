@@ -2,12 +2,12 @@
 -- Run inside one transaction after deleting the old rows, so readers see the old table or the
 -- new one, never half of each.
 INSERT INTO user_features
-    (user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase, computed_at)
+    (user_id, mean_last_3_purchases, purchase_count, last_purchase_at, computed_at)
 SELECT
     user_id,
     AVG(CASE WHEN recency_rank <= 3 THEN amount END),
     COUNT(*),
-    TIMESTAMPDIFF(MICROSECOND, MAX(purchased_at), %(as_of)s) / 86400000000.0,
+    MAX(purchased_at),
     %(as_of)s
 FROM (
     SELECT

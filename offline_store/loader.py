@@ -36,11 +36,24 @@ def sql_statements(path: Path) -> list[str]:
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
+# user_features as older loaders built it (an age in days as of the load), which this code
+# cannot serve from. It holds nothing but derived rows, rebuilt in the same run.
+_OLD_FEATURE_TABLE = (
+    "SELECT COUNT(*) FROM information_schema.columns"
+    " WHERE table_schema = DATABASE() AND table_name = 'user_features' AND column_name = 'days_since_last_purchase'"
+)
+
+
 async def create_schema(conn: aiomysql.Connection) -> None:
     # `CREATE TABLE IF NOT EXISTS` on a loaded store makes MySQL note "already exists": expected.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pymysql.Warning)
         async with conn.cursor() as cursor:
+            await cursor.execute(_OLD_FEATURE_TABLE)
+            (old,) = await cursor.fetchone()
+            if old:
+                log.info("user_features holds ages from an older loader; recreating it with last_purchase_at")
+                await cursor.execute("DROP TABLE user_features")
             for statement in sql_statements(SQL_DIR / "schema.sql"):
                 await cursor.execute(statement)
 

@@ -12,7 +12,7 @@ import pymysql
 
 from config import Settings
 from errors import SetupError
-from offline_store.features import UserFeatures
+from features.user import UserFeatures
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,14 @@ async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping
     return list(rows)
 
 
-_SELECT_FEATURES = "SELECT user_id, mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features"
+# Seconds since the epoch, computed by the server: DATETIME columns hold UTC, and TIMESTAMPDIFF
+# (unlike UNIX_TIMESTAMP) does not depend on the session's time zone.
+EPOCH_SECONDS = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) / 1e6"
+_SELECT_FEATURES = (
+    "SELECT user_id, mean_last_3_purchases, purchase_count, "
+    + EPOCH_SECONDS.format(column="last_purchase_at")
+    + " FROM user_features"
+)
 
 
 class OfflineStoreNotReady(SetupError):
@@ -89,12 +96,15 @@ class MySQLFeatureStore:
         return {row[0]: _to_features(row) for row in rows}
 
     async def check_schema(self) -> None:
-        """Fail fast, at start-up, when the feature table is missing (the loader never ran)."""
+        """Fail fast, at start-up, when the feature table is missing (the loader never ran) or was
+        built by a loader that stored ages instead of moments."""
         try:
-            await fetch_all(self._pool, "SELECT user_id FROM user_features LIMIT 1", (), self._timeout_s)
-        except pymysql.err.ProgrammingError as exc:
+            await fetch_all(self._pool, "SELECT user_id, last_purchase_at FROM user_features LIMIT 1", (), self._timeout_s)
+        except (pymysql.err.ProgrammingError, pymysql.err.OperationalError) as exc:
+            if not _is_missing_table_or_column(exc):
+                raise
             raise OfflineStoreNotReady(
-                f"the offline store has no user_features table ({exc.args[-1]}):"
+                f"the offline store has no user_features table with last_purchase_at ({exc.args[-1]}):"
                 " load it with `make train` or `python -m offline_store.loader`"
             ) from exc
 
@@ -110,6 +120,12 @@ class MySQLFeatureStore:
             return None
         return int(rows[0][0]) if rows else None
 
+    async def built_at_s(self) -> float | None:
+        """When the loader last rebuilt the features, in seconds since the epoch; None if unknown."""
+        sql = f"SELECT {EPOCH_SECONDS.format(column='built_at')} FROM feature_set WHERE id = 1"
+        rows = await fetch_all(self._pool, sql, (), self._timeout_s)
+        return float(rows[0][0]) if rows else None
+
     async def count_features(self) -> int:
         (row,) = await fetch_all(self._pool, "SELECT COUNT(*) FROM user_features", (), self._timeout_s)
         return int(row[0])
@@ -121,10 +137,13 @@ class MySQLFeatureStore:
 
 
 def _to_features(row: tuple) -> UserFeatures:
-    _user_id, mean_last_3, count, days_since = row
-    return UserFeatures(
-        mean_last_3_purchases=float(mean_last_3),
-        purchase_count=int(count),
-        days_since_last_purchase=float(days_since),
-        is_new_user=False,
-    )
+    _user_id, mean_last_3, count, last_purchase_at_s = row
+    return UserFeatures(float(mean_last_3), int(count), float(last_purchase_at_s), False)
+
+
+# ER_BAD_TABLE_ERROR, ER_BAD_FIELD_ERROR, ER_NO_SUCH_TABLE.
+_MISSING_TABLE_OR_COLUMN = frozenset({1051, 1054, 1146})
+
+
+def _is_missing_table_or_column(exc: pymysql.err.MySQLError) -> bool:
+    return bool(exc.args) and exc.args[0] in _MISSING_TABLE_OR_COLUMN

@@ -12,12 +12,13 @@ CREATE TABLE IF NOT EXISTS purchases (
 ) ENGINE=InnoDB;
 
 -- Per-user features, computed from `purchases` in SQL (see features.sql) and looked up by the
--- service once per batch. A user with no row here is a cold-start user.
+-- service once per batch. A user with no row here is a cold-start user. The last purchase is
+-- kept as a moment, not an age: the age is taken against each event's own timestamp.
 CREATE TABLE IF NOT EXISTS user_features (
     user_id                  BIGINT      NOT NULL,
     mean_last_3_purchases    DOUBLE      NOT NULL,
     purchase_count           INT         NOT NULL,
-    days_since_last_purchase DOUBLE      NOT NULL,
+    last_purchase_at         DATETIME(6) NOT NULL,
     computed_at              DATETIME(6) NOT NULL,
     PRIMARY KEY (user_id)
 ) ENGINE=InnoDB;

@@ -16,11 +16,9 @@ from typing import TypeVar
 
 from config import Settings
 from errors import ShutdownRequested
-from events.pages import OTHER_PAGE
+from features.user import FeatureStore
 from messaging.topics import ensure_topics, pipeline_topics
-from model.artifact import PurchaseModel, load_model
 from offline_store.cache import CachedFeatureStore
-from offline_store.features import COLD_START, FeatureStore
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
 from runtime.logs import flush_collapsed_logs
 from runtime.shutdown import ShutdownClock, stop_on_signals
@@ -29,8 +27,11 @@ from service.delivery.clients import new_consumer, new_producer
 from service.delivery.exactly_once import ExactlyOnce
 from service.delivery.guarantee import Guarantee
 from service.failures import describe_error
+from service.models.setup import open_models, start_watching, stop_watching
+from service.models.shadow_outputs import ShadowOutputs
 from service.observe.endpoints import serve_endpoints
 from service.observe.health import MYSQL_PROBE_TIMEOUT_S, HealthState
+from service.observe.model_stats import ModelStats
 from service.observe.stats import ServiceStats, log_stats_periodically
 from service.pipeline.loop import FinishBatchBeforeRevoke, PredictionLoop
 from service.retry import Backoff, retry_until_done, unless_stopped
@@ -46,13 +47,6 @@ CLOSE_RESERVE_MAX_S = 5.0
 CLOSE_TIMEOUT_S = 10.0
 # Ends the last close a little before the watchdog would.
 CLOSE_MARGIN_S = 0.2
-
-
-def load_warm_model(settings: Settings) -> PurchaseModel:
-    model = load_model(settings.model_path)  # fail fast: without a model there is nothing to serve
-    # The first call into sklearn pays for lazy imports and allocations; pay it before the first event.
-    model.predict([(OTHER_PAGE,) * 3], [COLD_START])
-    return model
 
 
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -71,15 +65,15 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         )
 
     stats = ServiceStats()
-    health = HealthState(stats, settings.kafka_max_poll_interval_ms / 1000)
+    model_stats = ModelStats()
+    health = HealthState(stats, settings.kafka_max_poll_interval_ms / 1000, models=model_stats)
     # First, so that /healthz answers during start-up and a taken port fails at once.
     endpoint_scope = contextlib.AsyncExitStack()
     endpoints = await endpoint_scope.enter_async_context(serve_endpoints(settings, stats, health))
     try:
-        # In a thread, so that a stop request during the load is heard at once.
-        model = await unless_stopped(asyncio.to_thread(load_warm_model, settings), stop, "loading the model")
-        log.info("loaded model %s from %s", model.version, settings.model_path)
-        health.model_version = model.version
+        # In worker threads, so that a stop request during the load is heard at once.
+        models, watchers = await open_models(settings, model_stats, step)
+        health.model_version = models.serving.version
         async with contextlib.AsyncExitStack() as resources:
             await step(
                 lambda: ensure_topics(settings, pipeline_topics(settings)),
@@ -108,9 +102,10 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 resources.push_async_callback(_close, "the Kafka producer", producer.stop, clock, 0.7)
                 await step(producer.start, "Kafka", "starting the producer")
                 guarantee = AtLeastOnce(settings, consumer, producer, stats, stop)
+            shadow_outputs = await _shadow_outputs(settings, model_stats, resources, clock, step)
             # Leaving the group first hands the partitions over at once instead of after a timeout.
             resources.push_async_callback(_close, "the Kafka consumer", consumer.stop, clock, 0.4)
-            prediction_loop = PredictionLoop(settings, guarantee, feature_store, model, stop, stats)
+            prediction_loop = PredictionLoop(settings, guarantee, feature_store, models, stop, stats, model_stats, shadow_outputs)
             listener = health.track_group(FinishBatchBeforeRevoke(prediction_loop, settings.revoke_wait_s))
             consumer.subscribe([settings.input_topic], listener=listener)
             await step(consumer.start, "Kafka", "joining the consumer group")
@@ -123,6 +118,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 settings.processing_guarantee.replace("_", " "),
             )
             ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, _before_summary(stats, cache)))
+            watching = start_watching(watchers)
             # Everything alive now (libraries, the model, the cached features) lives as long as the
             # process: kept out of the collector, a full collection stops the loop for a few ms
             # instead of tens of them.
@@ -132,6 +128,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 await _run_until_stopped(prediction_loop, stop, clock)
             finally:
                 ticker.cancel()
+                stop_watching(watching)
             log.info(
                 "stopped cleanly after %d events: %d predictions, %d dead letters", stats.events, stats.predictions, stats.dead_letters
             )
@@ -188,6 +185,21 @@ async def _close(what: str, close: Callable[[], Awaitable[None]], clock: Shutdow
         log.warning("closing %s was cut short by the client itself", what)
     except Exception as exc:  # noqa: BLE001 - nothing is in hand any more; a failed close must not change the exit code
         log.warning("closing %s failed: %s", what, describe_error(exc))
+
+
+async def _shadow_outputs(
+    settings: Settings, model_stats: ModelStats, resources: contextlib.AsyncExitStack, clock: ShutdownClock,
+    step: Callable[[Callable[[], Awaitable[T]], str, str], Awaitable[T]],
+) -> ShadowOutputs | None:
+    """A producer of its own for SHADOW_OUTPUT_TOPIC, outside the serving path's transactions."""
+    if not settings.shadow_output_topic:
+        return None
+    producer = new_producer(settings)
+    resources.push_async_callback(_close, "the shadow producer", producer.stop, clock, 0.5)
+    await step(producer.start, "Kafka", "starting the shadow producer")
+    outputs = ShadowOutputs(producer, settings.shadow_output_topic, model_stats)
+    resources.push_async_callback(outputs.close)
+    return outputs
 
 
 def _cache(store: MySQLFeatureStore, settings: Settings) -> CachedFeatureStore | None:

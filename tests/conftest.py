@@ -12,17 +12,18 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiomysql
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings, load_settings
-from model.artifact import save_model
-from model.dataset import make_labelled_data
-from model.train import train_and_evaluate
+from model.artifact import ARTIFACT_FILE
+from model.registry import LocalRegistry
 from offline_store.loader import load_store
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
+from tests.factories import save_trained, train
 from tests.integration.service_process import ServiceProcess
 from tools.chaos.tcp_proxy import free_port
 
@@ -89,18 +90,30 @@ def store_database(stack_settings):
 
 
 @pytest.fixture(scope="session")
-def model_path(store_database, tmp_path_factory):
-    """A model trained on the test store, saved as the service will load it."""
+def model_registry(store_database, tmp_path_factory) -> Path:
+    """A local registry holding one model trained on the test store, promoted: what the services serve."""
     _name, known = store_database
-    model, metrics = train_and_evaluate(make_labelled_data(known, STORE_USERS, samples=20_000, seed=3), seed=3)
-    path = tmp_path_factory.mktemp("model") / "model.joblib"
-    save_model(model, path, {"version": model.version, "sklearn_version": model.sklearn_version, "metrics": metrics})
-    return path
+    trained = train(known, STORE_USERS, samples=20_000, seed=3)
+    staged = tmp_path_factory.mktemp("trained") / ARTIFACT_FILE
+    save_trained(trained, staged)
+    root = tmp_path_factory.mktemp("registry")
+    registry = LocalRegistry(root)
+    registry.promote(registry.register(staged))
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_path(model_registry) -> Path:
+    """The artifact of the version the test registry serves."""
+    registry = LocalRegistry(model_registry)
+    version = registry.serving()
+    assert version is not None
+    return registry.artifact_path(version)
 
 
 @pytest.fixture
-def pipeline_env(stack_settings, store_database, model_path) -> Iterator[dict[str, str]]:
-    """Environment for one test's service processes: private topics and group, the test store and model.
+def pipeline_env(stack_settings, store_database, model_registry) -> Iterator[dict[str, str]]:
+    """Environment for one test's service processes: private topics and group, the test store and model registry.
 
     The topics are deleted afterwards: left behind, hundreds of them slow the shared broker down.
     """
@@ -112,7 +125,7 @@ def pipeline_env(stack_settings, store_database, model_path) -> Iterator[dict[st
         "KAFKA_GROUP_ID": f"it-{run}-service",
         "TOPIC_PARTITIONS": "4",
         "MYSQL_DATABASE": store_database[0],
-        "MODEL_PATH": str(model_path),
+        "MODEL_URI": str(model_registry),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
         "STATS_INTERVAL_S": "1",

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from events.schema import InputEvent, encode_event
 from events.synthetic import random_event
+from features.contract import FeatureContract
+from features.event_time import SECONDS_PER_DAY
+from features.user import UserFeatures
+from model.artifact import PurchaseModel, save_model
 from model.dataset import make_labelled_data
-from model.train import train_and_evaluate
-from offline_store.features import UserFeatures
+from model.estimators import DEFAULT_ESTIMATOR
+from model.evaluation import Trained, train_and_evaluate
 
 
 def event_bytes(user_id: int = 1, pages=("home", "product", "cart"), event_id: str = "e-1",
@@ -25,16 +32,47 @@ def random_events(count: int, user_ids: list[int], seed: int = 0) -> list[InputE
     return [random_event(rng, rng.choice(user_ids), datetime.now(UTC)) for _ in range(count)]
 
 
-def small_feature_table(num_users: int = 200, seed: int = 3) -> dict[int, UserFeatures]:
-    """Plausible features for users 0..num_users-1, every fourth one without history."""
+def small_feature_table(num_users: int = 200, seed: int = 3, now_s: float | None = None) -> dict[int, UserFeatures]:
+    """Plausible features for users 0..num_users-1, every fourth one without history; each last
+    purchase up to a year before `now_s` (default: the current time)."""
     rng = random.Random(seed)
+    now = time.time() if now_s is None else now_s
     return {
-        user_id: UserFeatures(rng.uniform(5, 300), rng.randint(1, 30), rng.uniform(0, 364), False)
+        user_id: UserFeatures(rng.uniform(5, 300), rng.randint(1, 30), now - rng.uniform(0, 364) * SECONDS_PER_DAY, False)
         for user_id in range(num_users)
         if user_id % 4
     }
 
 
-def trained_model(known_users: dict[int, UserFeatures], num_users: int, samples: int = 20_000, seed: int = 11):
-    model, _metrics = train_and_evaluate(make_labelled_data(known_users, num_users, samples, seed), seed)
-    return model
+def train(known_users: dict[int, UserFeatures], num_users: int, samples: int = 20_000, seed: int = 11,
+          estimator: str = DEFAULT_ESTIMATOR, built_at_s: float | None = None) -> Trained:
+    """A model trained and judged on events dated after a store built at `built_at_s` (default: now)."""
+    contract = FeatureContract()
+    built_at = time.time() if built_at_s is None else built_at_s
+    data = make_labelled_data(contract, known_users, num_users, samples, seed, built_at_s=built_at)
+    return train_and_evaluate(data, seed, estimator, contract)
+
+
+def trained_model(known_users: dict[int, UserFeatures], num_users: int, samples: int = 20_000, seed: int = 11,
+                  estimator: str = DEFAULT_ESTIMATOR, built_at_s: float | None = None) -> PurchaseModel:
+    return train(known_users, num_users, samples, seed, estimator, built_at_s).model
+
+
+def model_metadata(trained: Trained) -> dict[str, Any]:
+    """The model.json that `model.train` writes beside an accepted model (save_model adds the checksum)."""
+    model = trained.model
+    return {
+        "version": model.version,
+        "estimator": model.estimator,
+        "sklearn_version": model.sklearn_version,
+        "contract": model.contract.to_dict(),
+        "metrics": trained.metrics,
+        "gates": trained.gates,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training": {"samples": int(trained.metrics["train_rows"] + trained.metrics["test_rows"])},
+    }
+
+
+def save_trained(trained: Trained, model_path: Path) -> str:
+    """Save as `model.train` does; returns the artifact's SHA-256."""
+    return save_model(trained.model, model_path, model_metadata(trained))

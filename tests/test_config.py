@@ -18,17 +18,61 @@ def test_defaults_apply_when_nothing_is_set():
 
 
 def test_values_are_parsed_to_their_types():
-    """Numbers become ints and the model path a Path."""
-    settings = load_settings(environ={"MYSQL_PORT": "3307", "MODEL_PATH": "/tmp/m.joblib", "BATCH_MAX_RECORDS": " 50 "}, env_file=NO_FILE)
+    """Numbers become ints; an absolute model path is kept as given."""
+    settings = load_settings(environ={"MYSQL_PORT": "3307", "MODEL_URI": "/tmp/m.joblib", "BATCH_MAX_RECORDS": " 50 "}, env_file=NO_FILE)
     assert settings.mysql_port == 3307
     assert settings.batch_max_records == 50
-    assert settings.model_path == Path("/tmp/m.joblib")
+    assert settings.model_uri == "/tmp/m.joblib"
 
 
-def test_a_relative_model_path_is_relative_to_the_project():
-    """MODEL_PATH=model/x.joblib means the same file whatever the working directory."""
-    settings = load_settings(environ={"MODEL_PATH": "model/x.joblib"}, env_file=NO_FILE)
-    assert settings.model_path == REPO_ROOT / "model" / "x.joblib"
+def test_the_default_model_uri_is_the_projects_registry():
+    """With MODEL_URI unset the service serves what the local registry under model/registry promotes."""
+    assert load_settings(environ={}, env_file=NO_FILE).model_uri == str(REPO_ROOT / "model" / "registry")
+
+
+@pytest.mark.parametrize("variable", ["MODEL_URI", "SHADOW_MODEL_URI"])
+def test_a_relative_model_uri_is_relative_to_the_project(variable):
+    """MODEL_URI=model/x.joblib means the same file whatever the working directory; a registry directory alike."""
+    assert getattr(load_settings(environ={variable: "model/x.joblib"}, env_file=NO_FILE), variable.lower()) == str(
+        REPO_ROOT / "model" / "x.joblib"
+    )
+    assert getattr(load_settings(environ={variable: "models-here"}, env_file=NO_FILE), variable.lower()) == str(REPO_ROOT / "models-here")
+
+
+def test_an_mlflow_model_uri_is_kept_as_given():
+    """models:/NAME@ALIAS names a model in the MLflow registry, not a path: it is not made absolute."""
+    settings = load_settings(
+        environ={"MODEL_URI": "models:/purchase-model@champion", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}, env_file=NO_FILE
+    )
+    assert settings.model_uri == "models:/purchase-model@champion"
+    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+
+
+@pytest.mark.parametrize("value", ["models:/x", "models:/x@", "models:/@champion", "models:/a/b@champion"])
+def test_a_malformed_mlflow_model_uri_is_refused(value):
+    """A models:/ URI without both NAME and ALIAS is named as MODEL_URI's error."""
+    with pytest.raises(ConfigError, match="models:/NAME@ALIAS") as caught:
+        load_settings(environ={"MODEL_URI": value, "MLFLOW_TRACKING_URI": "http://mlflow:5000"}, env_file=NO_FILE)
+    assert caught.value.variable == "MODEL_URI"
+
+
+@pytest.mark.parametrize("variable", ["MODEL_URI", "SHADOW_MODEL_URI"])
+def test_an_mlflow_model_needs_a_tracking_server(variable):
+    """models:/NAME@ALIAS without MLFLOW_TRACKING_URI cannot be resolved: refused at start-up, naming the missing setting."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={variable: "models:/purchase-model@champion"}, env_file=NO_FILE)
+    assert caught.value.variable == "MLFLOW_TRACKING_URI"
+
+
+def test_a_shadow_output_topic_needs_a_shadow_model():
+    """SHADOW_OUTPUT_TOPIC alone would publish nothing: refused, naming it."""
+    with pytest.raises(ConfigError, match="SHADOW_MODEL_URI") as caught:
+        load_settings(environ={"SHADOW_OUTPUT_TOPIC": "shadow_predictions"}, env_file=NO_FILE)
+    assert caught.value.variable == "SHADOW_OUTPUT_TOPIC"
+    settings = load_settings(
+        environ={"SHADOW_OUTPUT_TOPIC": "shadow_predictions", "SHADOW_MODEL_URI": "/tmp/shadow.joblib"}, env_file=NO_FILE
+    )
+    assert (settings.shadow_model_uri, settings.shadow_output_topic) == ("/tmp/shadow.joblib", "shadow_predictions")
 
 
 @pytest.mark.parametrize(

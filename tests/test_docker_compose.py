@@ -30,6 +30,10 @@ from tests.compose_file import (
     interpolate_tree,
 )
 
+# Where the trainer and the service mount the model registry volume.
+MODEL_VOLUME = "model-registry"
+MODEL_REGISTRY_MOUNT = "/app/model/registry"
+
 
 @pytest.fixture(scope="module")
 def raw_compose() -> dict[str, Any]:
@@ -200,14 +204,45 @@ def test_prediction_service_waits_for_its_dependencies(services: dict[str, Any])
     assert depends_on_of(services["trainer"]).get("mysql") == "service_healthy"
 
 
-def test_model_volume_is_shared_from_trainer_to_service(compose: dict[str, Any], services: dict[str, Any]) -> None:
-    """The trainer writes and the service reads the model through the same named volume, mounted at MODEL_PATH's directory."""
-    model_dir = str(PurePosixPath(environment_of(services["prediction-service"])["MODEL_PATH"]).parent)
-    expected = {"trainer": f"model-artifacts:{model_dir}", "prediction-service": f"model-artifacts:{model_dir}:ro"}
+def test_the_model_registry_volume_is_shared_from_trainer_to_service(
+    compose: dict[str, Any], services: dict[str, Any], tmp_path: Path
+) -> None:
+    """The trainer registers into, and the service reads from, one named volume mounted where MODEL_URI points on both."""
+    for name in ("trainer", "prediction-service"):
+        settings = config.load_settings(environ=environment_of(services[name]), env_file=tmp_path / "no-such.env")
+        assert settings.model_uri == MODEL_REGISTRY_MOUNT, f"{name}: MODEL_URI is {settings.model_uri}"
+    expected = {"trainer": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}", "prediction-service": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}:ro"}
     for name, mount in expected.items():
         assert mount in services[name].get("volumes", []), f"{name} does not mount {mount}"
-        assert environment_of(services[name])["MODEL_PATH"].startswith(model_dir + "/")
-    assert "model-artifacts" in compose.get("volumes", {})
+    assert MODEL_VOLUME in compose.get("volumes", {})
+
+
+def test_the_trainer_promotes_and_the_service_polls_so_a_retrain_needs_no_restart(services: dict[str, Any], tmp_path: Path) -> None:
+    """`docker compose run --rm trainer` registers and promotes a version; the running service looks for one every MODEL_POLL_S."""
+    command = " ".join(services["trainer"]["command"])
+    assert "python -m offline_store.loader" in command
+    assert re.search(r"python -m model\.train( \S+)* --promote\b", command), command
+    settings = config.load_settings(environ=environment_of(services["prediction-service"]), env_file=tmp_path / "no-such.env")
+    assert settings.model_poll_s > 0, "MODEL_POLL_S=0 would leave a retrained model waiting for a SIGHUP"
+
+
+def test_the_model_settings_are_forwarded_from_the_host(raw_compose: dict[str, Any], tmp_path: Path) -> None:
+    """MODEL_URI, MODEL_POLL_S, MLFLOW_TRACKING_URI and the shadow's two settings set in the shell or `.env` reach the app services."""
+    given = {
+        "MODEL_URI": "models:/purchase-model@champion",
+        "MODEL_POLL_S": "3",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "SHADOW_MODEL_URI": f"{MODEL_REGISTRY_MOUNT}/versions/20261205T101500Z-3f9a1c22be/model.joblib",
+        "SHADOW_OUTPUT_TOPIC": "shadow_predictions",
+    }
+    services = interpolate_tree(raw_compose, given)["services"]
+    for name in ("trainer", "prediction-service"):
+        environ = environment_of(services[name])
+        assert {variable: environ.get(variable) for variable in given} == given, name
+        settings = config.load_settings(environ=environ, env_file=tmp_path / "no-such.env")
+        assert (settings.model_uri, settings.model_poll_s, settings.shadow_output_topic) == (
+            "models:/purchase-model@champion", 3, "shadow_predictions"
+        ), name
 
 
 def test_prediction_service_can_be_scaled(services: dict[str, Any]) -> None:
@@ -271,6 +306,17 @@ def test_dockerfile_installs_dependencies_before_copying_source_and_runs_as_non_
     assert instructions[-1] == 'CMD ["python", "prediction_service.py"]'
 
 
+def test_the_image_lets_the_app_user_write_the_model_registry() -> None:
+    """The Dockerfile creates the registry directory and hands it to the app user before switching to it: a new named
+    volume takes that directory's owner, so the non-root trainer can register into the volume."""
+    instructions = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()]
+    relative = PurePosixPath(MODEL_REGISTRY_MOUNT).relative_to("/app").as_posix()
+    runs = [i for i, line in enumerate(instructions) if line.startswith("RUN ") and relative in line and "chown app:app" in line]
+    user = next(i for i, line in enumerate(instructions) if line.startswith("USER "))
+    assert runs and runs[0] < user, f"no RUN creating {relative} and giving it to app before USER"
+    assert "WORKDIR /app" in instructions
+
+
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     """The build context excludes the host's .env, trained models, virtualenv and git history."""
     patterns = {
@@ -278,4 +324,4 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
         for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert {".env", "model/artifacts", ".venv", ".git"} <= patterns
+    assert {".env", "model/artifacts", "model/registry", ".venv", ".git"} <= patterns

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from prometheus_client import generate_latest
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.observe.health import HealthState
 from service.observe.metrics import build_registry
+from service.observe.model_stats import ModelStats
 from service.observe.stats import STAGES, ServiceStats
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +76,12 @@ def exported_names() -> set[str]:
     stats.set_lag({("in", 0): 3})
     stats.set_cache(hits=1, misses=1, size=1)
     stats.mark_batch_started()
-    health = HealthState(stats, stall_after_s=300, model_version="v1")
+    models = ModelStats(serving_version="v1", shadow_version="v2")
+    models.swaps["serving"] += 1
+    models.refused[("serving", "checksum")] += 1
+    models.source_errors["shadow"] += 1
+    models.compare_shadow(np.array([0.2, 0.7]), np.array([0.3, 0.4]))
+    health = HealthState(stats, stall_after_s=300, model_version="v1", models=models)
     health.mark_loop_started()
     text = generate_latest(build_registry(stats, health)).decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -4,6 +4,8 @@
 # the service reports ready, then a tally that ends with the latency.
 # Halfway through, the service is killed with SIGKILL and started again: with the default
 # PROCESSING_GUARANTEE=exactly_once the tally still counts every event predicted exactly once.
+# Then, under a second stream of events, a new model is trained and promoted in the registry:
+# the running service swaps to it between batches, and the tally counts predictions per version.
 # Run through `make demo`, which installs, starts the stack and trains first.
 #
 # The programs read their settings from the environment and `.env` as always, so the demo can
@@ -14,6 +16,7 @@
 #   DEMO_READY_TIMEOUT_S=180   how long the service and consumers may take to start
 #   DEMO_DRAIN_TIMEOUT_S=120   how long predictions may take to arrive after the last event
 #   DEMO_KILL=1                0 leaves the service running instead of killing it mid-stream
+#   DEMO_RETRAIN=1             0 skips the retrain and promotion under load
 # Everything is written to stdout in order, so `make demo > demo.log 2>&1` keeps all of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +27,7 @@ LOG_DIR=${DEMO_LOG_DIR:-.stack/logs}
 READY_TIMEOUT_S=${DEMO_READY_TIMEOUT_S:-180}
 DRAIN_TIMEOUT_S=${DEMO_DRAIN_TIMEOUT_S:-120}
 KILL=${DEMO_KILL:-1}
+RETRAIN=${DEMO_RETRAIN:-1}
 GUARANTEE=$($PY -c 'from config import load_settings; print(load_settings().processing_guarantee)') \
     || { echo "demo FAILED: the settings do not load; see the message above"; exit 1; }
 mkdir -p "$LOG_DIR"
@@ -32,6 +36,8 @@ consumer_out="$LOG_DIR/demo-consumer.out"
 dead_letters_out="$LOG_DIR/demo-dead-letters.out"
 producer_out="$LOG_DIR/demo-producer.out"
 export LOG_FORMAT=console
+# The swap after the retrain shows within seconds.
+export MODEL_POLL_S=${MODEL_POLL_S:-2}
 # The readiness check needs the endpoint on loopback; a port of its own unless one is given,
 # since another instance on this machine may hold the default.
 export METRICS_HOST=127.0.0.1
@@ -103,6 +109,30 @@ cat "$producer_out"
 valid=$(grep -oE '[0-9]+ valid,' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
 invalid=$(grep -oE '[0-9]+ invalid' "$producer_out" | tail -n 1 | grep -oE '[0-9]+')
 
+if [[ "$RETRAIN" == 1 ]]; then
+    retrain_out="$LOG_DIR/demo-retrain.out"
+    producer2_out="$LOG_DIR/demo-producer-2.out"
+    echo "== retraining and promoting a new model while events keep coming (log: $retrain_out)"
+    swaps_before=$(grep -c "serving model is now" "$service_log" || true)
+    $PY producer.py --count 100000 --rate 100 --invalid-ratio 0.05 >"$producer2_out" 2>&1 &
+    producer2_pid=$!
+    pids+=("$producer2_pid")
+    $PY -m model.train --promote --samples 30000 >"$retrain_out" 2>&1 || { cat "$retrain_out"; fail "the retrain failed"; }
+    grep -E "accepted|registered" "$retrain_out" | tail -n 1 | sed 's/^/  /'
+    deadline=$((SECONDS + READY_TIMEOUT_S))
+    until (($(grep -c "serving model is now" "$service_log" || true) > swaps_before)); do
+        ((SECONDS < deadline)) || fail "the service did not swap to the new model within ${READY_TIMEOUT_S} s"
+        sleep 0.2
+    done
+    grep "serving model is now" "$service_log" | tail -n 1 | sed 's/^/  /'
+    sleep 3  # a few seconds of predictions by the new version
+    kill -TERM "$producer2_pid"
+    wait "$producer2_pid" || { cat "$producer2_out"; fail "the second producer failed"; }
+    cat "$producer2_out"
+    valid=$((valid + $(grep -oE '[0-9]+ valid,' "$producer2_out" | tail -n 1 | grep -oE '[0-9]+')))
+    invalid=$((invalid + $(grep -oE '[0-9]+ invalid' "$producer2_out" | tail -n 1 | grep -oE '[0-9]+')))
+fi
+
 echo "== predictions, as the consumer prints them"
 deadline=$((SECONDS + DRAIN_TIMEOUT_S))
 while (($(grep -c '^user ' "$consumer_out" || true) < valid)) && ((SECONDS < deadline)); do
@@ -122,6 +152,9 @@ received=$(grep -oE '^received [0-9]+' <<<"$consumer_summary" | grep -oE '[0-9]+
 twice=$(grep -E '^user ' "$consumer_out" | grep -oE ' event [^ ]+' | sort | uniq -d | wc -l)
 latency=$(grep -oE 'latency after the event .*ms' <<<"$consumer_summary" || echo "latency: no prediction arrived")
 
+echo "== predictions per model version"
+grep -E '^user ' "$consumer_out" | grep -oE 'model [^ )]+' | sort | uniq -c | sed 's/^ */  /' || true
+
 echo "== why some events were rejected (the first five dead letters)"
 grep ']@' "$dead_letters_out" | head -n 5 | sed 's/^/  /' || true
 
@@ -132,6 +165,7 @@ grep -E "stopped cleanly|events/s" "$service_log" | tail -n 2 | sed 's/^/  /' ||
 
 crash=""
 [[ "$KILL" == 1 ]] && crash=", the service killed with SIGKILL mid-stream and restarted"
+[[ "$RETRAIN" == 1 ]] && crash="$crash, a new model promoted under load"
 tally="$valid valid events sent, $received predictions received, $twice events predicted twice ($GUARANTEE$crash)"
 if [[ "$received" -lt "$valid" ]]; then
     fail "$tally; $latency"

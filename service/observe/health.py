@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
+from service.observe.model_stats import ModelStats
 from service.observe.stats import ServiceStats
 
 # A probe is cheap, but a scraper and a healthcheck each asking every few seconds should not
@@ -28,7 +29,8 @@ MYSQL_PROBE_TIMEOUT_S = 2.0
 class HealthState:
     stats: ServiceStats
     stall_after_s: float
-    model_version: str | None = None
+    model_version: str | None = None  # the version loaded at start-up: readiness
+    models: ModelStats | None = None  # which versions serve now, swaps, refusals, the shadow
     group_joined: bool = False
     mysql_reachable: bool = False
     # Set once the pool exists; raises when MySQL does not answer.

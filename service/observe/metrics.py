@@ -17,6 +17,7 @@ from prometheus_client.utils import floatToGoString
 
 from service.observe.health import HealthState
 from service.observe.histogram import Histogram
+from service.observe.model_stats import ModelStats
 from service.observe.stats import ServiceStats
 
 PREFIX = "prediction_service"
@@ -38,6 +39,15 @@ BATCH_AGE_SECONDS = f"{PREFIX}_batch_in_hand_age_seconds"
 LAST_ACTIVITY_AGE_SECONDS = f"{PREFIX}_last_activity_age_seconds"
 READY = f"{PREFIX}_ready"  # check: model_loaded | group_joined | mysql_reachable
 MODEL = f"{PREFIX}_model"  # exported as prediction_service_model_info{version}
+SHADOW_MODEL = f"{PREFIX}_shadow_model"  # exported as prediction_service_shadow_model_info{version}
+MODEL_SWAPS_TOTAL = f"{PREFIX}_model_swaps_total"  # role: serving | shadow
+MODEL_REFUSED_TOTAL = f"{PREFIX}_model_refused_total"  # role, reason
+MODEL_SOURCE_ERRORS_TOTAL = f"{PREFIX}_model_source_errors_total"  # role
+SHADOW_SCORE = f"{PREFIX}_shadow_score"
+SHADOW_EVENTS_TOTAL = f"{PREFIX}_shadow_events_total"
+SHADOW_ABS_DIFFERENCE_TOTAL = f"{PREFIX}_shadow_abs_difference_total"
+SHADOW_DISAGREEMENTS_TOTAL = f"{PREFIX}_shadow_disagreements_total"
+SHADOW_FAILED_BATCHES_TOTAL = f"{PREFIX}_shadow_output_failed_batches_total"
 CACHE_HITS_TOTAL = f"{PREFIX}_feature_cache_hits_total"
 CACHE_MISSES_TOTAL = f"{PREFIX}_feature_cache_misses_total"
 CACHE_ENTRIES = f"{PREFIX}_feature_cache_entries"
@@ -131,8 +141,38 @@ class ServiceCollector:
         idle_s = health.seconds_since_activity()
         if idle_s is not None:
             yield GaugeMetricFamily(LAST_ACTIVITY_AGE_SECONDS, "Since the loop last polled, finished a batch or retried.", value=idle_s)
-        if health.model_version is not None:
-            yield InfoMetricFamily(MODEL, "The model this instance serves.", value={"version": health.model_version})
+        models = health.models
+        version = models.serving_version if models is not None else health.model_version
+        if version is not None:
+            yield InfoMetricFamily(MODEL, "The model this instance serves.", value={"version": version})
+        if models is not None:
+            yield from _model_families(models)
+
+
+def _model_families(models: ModelStats) -> Iterator[Metric]:
+    if models.shadow_version is not None:
+        yield InfoMetricFamily(SHADOW_MODEL, "The shadow model scored beside the serving one.", value={"version": models.shadow_version})
+    yield _counter(MODEL_SWAPS_TOTAL, "New model versions put in place between batches, by role.", dict(models.swaps), "role")
+    refused = CounterMetricFamily(MODEL_REFUSED_TOTAL, "New model versions refused by a check, by role and reason.",
+                                  labels=["role", "reason"])
+    for (role, reason), count in sorted(models.refused.items()):
+        refused.add_metric([role, reason], count)
+    yield refused
+    yield _counter(MODEL_SOURCE_ERRORS_TOTAL, "Failed reads of a model source (file, registry, MLflow), by role.",
+                   dict(models.source_errors), "role")
+    if models.shadow_version is None and not models.shadow_events:
+        return
+    yield _histogram(SHADOW_SCORE, "The shadow model's scores.", {"": models.shadow_scores})
+    yield _counter(SHADOW_EVENTS_TOTAL, "Events scored by both the serving and the shadow model.", {"": models.shadow_events})
+    yield CounterMetricFamily(
+        SHADOW_ABS_DIFFERENCE_TOTAL,
+        "Sum of |shadow - serving| over those events; divided by shadow_events_total, the mean absolute difference.",
+        value=models.shadow_abs_difference,
+    )
+    yield _counter(SHADOW_DISAGREEMENTS_TOTAL, "Events the shadow scores on the other side of 0.5 from the serving model.",
+                   {"": models.shadow_disagreements})
+    yield _counter(SHADOW_FAILED_BATCHES_TOTAL, "Record batches of shadow outputs Kafka did not take (not retried).",
+                   {"": models.shadow_failed_batches})
 
 
 def build_registry(stats: ServiceStats, health: HealthState | None = None) -> CollectorRegistry:

@@ -7,6 +7,9 @@ once, or exactly once with transactions.
 
 The batch being processed can always be given up: a rebalance or a shutdown that cannot wait
 any longer abandons it uncommitted, so its records are read again.
+
+A new model version (service/models/) takes over between batches, once everything in hand is
+delivered and committed: no batch, and in exactly_once no transaction, holds outputs of two versions.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from aiokafka.structs import TopicPartition
 
 from config import Settings
 from errors import ShutdownRequested
-from model.artifact import PurchaseModel
-from offline_store.features import FeatureStore
+from features.user import FeatureStore
 from service.delivery.guarantee import Guarantee, Polled, Work
 from service.delivery.positions import next_offsets
 from service.failures import describe_error, retriable
+from service.models.shadow_outputs import ShadowOutputs
+from service.models.slots import ServingModels
+from service.observe.model_stats import ModelStats
 from service.observe.stats import ServiceStats
-from service.pipeline.predict import predict_events
+from service.pipeline.predict import Predicted, predict_events
 from service.pipeline.validate import validate_records
 from service.retry import Backoff, retry_until_done
 
@@ -44,13 +49,17 @@ class PredictionLoop:
         settings: Settings,
         guarantee: Guarantee,
         feature_store: FeatureStore,
-        model: PurchaseModel,
+        models: ServingModels,
         stop: asyncio.Event,
         stats: ServiceStats,
+        model_stats: ModelStats | None = None,
+        shadow_outputs: ShadowOutputs | None = None,
     ) -> None:
         self.guarantee = guarantee
         self._feature_store = feature_store
-        self._model = model
+        self.models = models
+        self._model_stats = model_stats
+        self._shadow_outputs = shadow_outputs
         self._stop = stop
         self._backoff = Backoff.from_settings(settings)
         self.stats = stats
@@ -66,10 +75,19 @@ class PredictionLoop:
     async def turn(self) -> None:
         """One poll, the batch it brings, and the guarantee's bookkeeping after it. The batch is
         handed over (or abandoned) before the next poll, as the guarantee expects."""
+        if self.models.swap_due():
+            await self._swap_models()
         polled = await self.guarantee.poll()
         if polled.records:
             await self._run_batch(polled)
         await self.guarantee.between_batches(idle=not polled.records)
+
+    async def _swap_models(self) -> None:
+        """Commit what the old version produced, then let the new one take over; if the work in
+        hand cannot be committed yet, the swap waits for a later turn."""
+        if self.guarantee.holds_work and not await self.drain(timeout_s=None):
+            return
+        self.models.swap()
 
     async def _run_batch(self, polled: Polled) -> None:
         """Process one batch as a task of its own, so a rebalance or shutdown can abandon it."""
@@ -100,17 +118,26 @@ class PredictionLoop:
         batch = validate_records(records, self.stats)
         self.stats.observe_stage("parse", time.perf_counter() - started_perf_s)
         events = [event for _, event in batch.valid]
-        predictions = await retry_until_done(
-            lambda: predict_events(events, self._feature_store, self._model, self.stats),
+        serving, shadow = self.models.serving, self.models.shadow  # one version each for the whole batch
+        predicted = await retry_until_done(
+            lambda: predict_events(events, self._feature_store, serving, self.stats, shadow),
             dependency="MySQL", action="looking up features", stop=self._stop, backoff=self._backoff,
             on_retry=self.stats.record_retry,
         )
+        if predicted.shadow is not None:
+            await self._shadow(predicted)
         sources = [record for record, _ in batch.valid]
         work = Work(
-            next_offsets(by_partition), list(zip(sources, predictions, strict=True)), batch.invalid,
+            next_offsets(by_partition), list(zip(sources, predicted.predictions, strict=True)), batch.invalid,
             len(records), started_perf_s, polled_mono_s, time.perf_counter(), polled.generations,
         )
         await self.guarantee.hand_over(work)
+
+    async def _shadow(self, predicted: Predicted) -> None:
+        if self._model_stats is not None and predicted.serving_scores is not None and predicted.shadow_scores is not None:
+            self._model_stats.compare_shadow(predicted.serving_scores, predicted.shadow_scores)
+        if self._shadow_outputs is not None and predicted.shadow:
+            await self._shadow_outputs.publish(predicted.shadow)
 
     async def drain(self, timeout_s: float | None) -> bool:
         """Finish the work in hand and commit it; False (nothing more committed) if that takes

@@ -6,7 +6,7 @@ from collections.abc import Collection
 
 import pymysql
 
-from offline_store.features import UserFeatures
+from features.user import UserFeatures
 
 
 class InMemoryFeatureStore:
@@ -18,12 +18,17 @@ class InMemoryFeatureStore:
         self.failures_left = failures_before_success
         self.lookups: list[list[int]] = []
         self.version: int | None = 1
+        self.built_at: float | None = None  # seconds since the epoch, as MySQLFeatureStore.built_at_s gives it
         self.full_reads = 0
         self.down = False
 
     async def feature_set_version(self) -> int | None:
         self._fail_if_down()
         return self.version
+
+    async def built_at_s(self) -> float | None:
+        self._fail_if_down()
+        return self.built_at
 
     async def count_features(self) -> int:
         self._fail_if_down()

@@ -11,7 +11,6 @@ from events.dead_letter import read_dead_letter_headers
 from events.invalid_samples import INVALID_SAMPLES
 from events.schema import decode_prediction, encode_event, encode_key, parse_event
 from model.artifact import load_model
-from offline_store.features import COLD_START
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import read_topic, send_records
@@ -38,7 +37,7 @@ def read_predictions(settings, event_ids, timeout_s=60):
 def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_model(
     pipeline_settings, start_service, store_database, model_path
 ):
-    """N events in, N predictions out with matching ids, each equal to predict_proba on the same features (1e-9)."""
+    """N events in, N predictions out with matching ids, each equal to the model's on the same features at the event's time (1e-9)."""
     _db, known = store_database
     events = random_events(200, user_ids=list(range(STORE_USERS)), seed=1)
     service = start_service()
@@ -51,7 +50,9 @@ def test_every_valid_event_gets_exactly_one_prediction_equal_to_the_offline_mode
 
     model = load_model(model_path)
     cleaned = [parse_event(encode_event(e)) for e in events]
-    expected = model.predict([e.pages for e in cleaned], [known.get(e.user_id, COLD_START) for e in cleaned])
+    expected = model.predict(
+        [e.pages for e in cleaned], [known.get(e.user_id) for e in cleaned], [e.timestamp.timestamp() for e in cleaned]
+    )
     for event, probability in zip(cleaned, expected, strict=True):
         prediction = predictions[event.event_id]
         assert prediction.user_id == event.user_id
@@ -74,8 +75,8 @@ def test_unknown_and_cold_start_users_get_predictions(pipeline_settings, start_s
     predictions = predictions_by_event(read_predictions(pipeline_settings, [e.event_id for e in events]))
     model = load_model(model_path)
     for event in events:
-        pages = parse_event(encode_event(event)).pages
-        (expected,) = model.predict([pages], [COLD_START])
+        cleaned = parse_event(encode_event(event))
+        (expected,) = model.predict([cleaned.pages], [None], [cleaned.timestamp.timestamp()])
         assert abs(predictions[event.event_id].purchase_probability - expected) <= 1e-9
 
 
@@ -169,7 +170,7 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(start_service):
 
 
 def test_a_missing_model_stops_start_up_with_a_message(start_service, tmp_path):
-    """No artifact at MODEL_PATH: exit code 2 and the hint to train one."""
-    service = start_service(MODEL_PATH=str(tmp_path / "nothing.joblib"))
+    """No artifact at MODEL_URI: exit code 2 and the hint to train one."""
+    service = start_service(MODEL_URI=str(tmp_path / "nothing.joblib"))
     assert service.process.wait(timeout=30) == 2
     assert "make train" in service.tail()

@@ -1,11 +1,11 @@
 import asyncio
 import logging
 
+from features.user import UserFeatures
 from offline_store.cache import CachedFeatureStore
-from offline_store.features import UserFeatures
 from tests.fakes.mysql import InMemoryFeatureStore
 
-ALICE = UserFeatures(40.0, 3, 10.0, False)
+ALICE = UserFeatures(40.0, 3, 1_780_000_000.0)  # last bought on 2026-05-28
 
 
 class Clock:

@@ -11,6 +11,7 @@ from config import Settings
 from events.schema import decode_prediction
 from service.delivery.at_least_once import AtLeastOnce
 from service.delivery.exactly_once import ExactlyOnce
+from service.models.slots import ServingModels
 from service.observe.stats import ServiceStats
 from service.pipeline.loop import PredictionLoop
 from tests.factories import small_feature_table
@@ -37,7 +38,7 @@ def make_loop(batches, model, *, store=None, sink=None):
 
 def alo_loop(source, sink, store, model, stop):
     stats = ServiceStats()
-    return PredictionLoop(ALO_SETTINGS, AtLeastOnce(ALO_SETTINGS, source, sink, stats, stop), store, model, stop, stats)
+    return PredictionLoop(ALO_SETTINGS, AtLeastOnce(ALO_SETTINGS, source, sink, stats, stop), store, ServingModels.of(model), stop, stats)
 
 
 async def run_exactly_once(batches, model, **first_sink):
@@ -53,7 +54,7 @@ async def run_exactly_once(batches, model, **first_sink):
     log = InMemoryTransactionLog(source, **first_sink)
     stats = ServiceStats()
     guarantee = ExactlyOnce(EOS_SETTINGS, source, log.producer, stats, stop)
-    loop = PredictionLoop(EOS_SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    loop = PredictionLoop(EOS_SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), ServingModels.of(model), stop, stats)
     await guarantee.on_assigned(INPUT)
     await asyncio.wait_for(loop.run(), 10)
     await loop.close()

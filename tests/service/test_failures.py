@@ -59,7 +59,10 @@ def test_bugs_bad_settings_and_rebalances_are_not_retried(error):
 
 @pytest.mark.parametrize(
     "error",
-    [ConfigError("X", "bad"), ModelArtifactError("gone"), OfflineStoreNotReady("empty"), OutputRefused("acl"), EndpointUnavailable("port")],
+    [
+        ConfigError("X", "bad"), ModelArtifactError("missing", "gone"), OfflineStoreNotReady("empty"), OutputRefused("acl"),
+        EndpointUnavailable("port"),
+    ],
 )
 def test_every_set_up_error_stops_a_program_with_exit_code_2_and_is_never_retried(error):
     """A setting, a grant or an artifact to fix: one message and exit code 2, whoever raises it."""

@@ -6,8 +6,9 @@ Each mode runs at about half its peak (the benchmark's drain, `make benchmark`):
 with the invalid share, side by side, `--repeats` times in turn, so that drift on a shared
 machine hits both alike. The service runs pinned to one core (`taskset -c 1`) with the local
 stack's broker and MariaDB kept off it, as in the benchmark. The store and model are the
-benchmark's (.stack/benchmark/, made by `make benchmark` or by this module if missing). It
-prints every run, then per mode the median of each and the spread.
+benchmark's (.stack/benchmark/, made by `make benchmark`, or by this module if missing or if
+the model there no longer loads). It prints every run, then per mode the median of each and the
+spread.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import contextlib
 import os
 import statistics
 import time
+from pathlib import Path
 
 from config import load_settings
+from model.artifact import ModelArtifactError, load_model
 from tools.bench.bench_topics import delete_topics
 from tools.bench.flood import FloodResult, steady_flood
 from tools.bench.processes import stack_kept_off
-from tools.bench.run import AT_LEAST_ONCE, EXACTLY_ONCE, OUT_DIR, SERVICE_CORE, create_database, prepare
+from tools.bench.run import AT_LEAST_ONCE, EXACTLY_ONCE, MODEL_FILE, OUT_DIR, SERVICE_CORE, create_database, prepare
 from tools.bench.scenarios import run_env
 
 # About half of each mode's peak on the benchmark's machine (2 cores; 55,000 and 38,000 events/s).
@@ -36,8 +39,8 @@ async def main(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, others)  # the load generator and the readers stay off the service's core
     settings = load_settings()
     database = f"{settings.mysql_database}_benchmark"
-    base = {"MYSQL_DATABASE": database, "MODEL_PATH": str(OUT_DIR / "model.joblib")}
-    if not (OUT_DIR / "model.joblib").exists():
+    base = {"MYSQL_DATABASE": database, "MODEL_URI": str(MODEL_FILE)}
+    if not servable(MODEL_FILE):
         await create_database(settings, database)
         prepare(base)
     rates = {AT_LEAST_ONCE: args.rate_at_least_once, EXACTLY_ONCE: args.rate_exactly_once}
@@ -62,6 +65,19 @@ async def main(args: argparse.Namespace) -> None:
             await delete_topics(settings, topics)
     print()
     print(table(results, args.modes, args.invalid_share))
+
+
+def servable(model_file: Path) -> bool:
+    """Whether the benchmark's model would load in the service; one from an older `make benchmark`
+    (no checksum, another scikit-learn, another feature contract) is trained again."""
+    if not model_file.exists():
+        return False
+    try:
+        load_model(model_file)
+    except ModelArtifactError as exc:
+        print(f"== training the benchmark's model again: {exc}", flush=True)
+        return False
+    return True
 
 
 def row(r: FloodResult) -> str:

@@ -16,7 +16,8 @@ that core meanwhile (restored at the end), as if they ran on other machines:
 5. the service's peak memory (exactly once) draining 1,000,000 events from 1,000,000 distinct users, with the
    store in memory and again with a per-user cache smaller than the store (every user a miss).
 It loads its own offline store (database `<MYSQL_DATABASE>_benchmark`) and trains its own model
-under .stack/benchmark/, so a service that may be running keeps its model and data. It prints
+into one file, .stack/benchmark/model.joblib (MODEL_URI), so a service that may be running keeps
+its model and data. It prints
 one table and writes results.json and results.png beside the logs in .stack/benchmark/.
 """
 
@@ -42,6 +43,8 @@ from tools.bench.scenarios import SERVICE, drain, new_backlog, run_env, steady_l
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / ".stack" / "benchmark"
+# A single model file, not a registry: the benchmark serves the one model it trained.
+MODEL_FILE = OUT_DIR / "model.joblib"
 SERVICE_CORE = 1
 AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 # Below the benchmark store's 8,500 users with history, so the cache works per user.
@@ -80,7 +83,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = load_settings()
     database = f"{settings.mysql_database}_benchmark"
     await create_database(settings, database)
-    base = {"MYSQL_DATABASE": database, "MODEL_PATH": str(OUT_DIR / "model.joblib")}
+    base = {"MYSQL_DATABASE": database, "MODEL_URI": str(MODEL_FILE)}
     prepare(base)
     logs = OUT_DIR / "logs"
     shutil.rmtree(logs, ignore_errors=True)  # this run's logs only

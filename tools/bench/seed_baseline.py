@@ -5,8 +5,9 @@
 For every message, one at a time, as the seed README describes: `async for` over an aiokafka
 consumer (auto-commit), `json.loads`, one SQL query for that user, a one-row pandas DataFrame,
 `predict_proba` in `asyncio.to_thread`, and `send_and_wait` of the JSON result. It uses this
-project's store, model and wire format so the numbers compare like for like; it has none of
-the service's validation or failure handling, and is not meant to be run for anything else.
+project's store, model (MODEL_URI, checked as the service checks it) and wire format so the
+numbers compare like for like; it has none of the service's validation or failure handling, and
+is not meant to be run for anything else.
 """
 
 from __future__ import annotations
@@ -20,15 +21,28 @@ import aiomysql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import load_settings
+from features.user import UserFeatures
 from model.artifact import load_model
-from offline_store.features import COLD_START, UserFeatures
+from model.sources import open_model_source
+from offline_store.mysql import EPOCH_SECONDS
 
-QUERY = "SELECT mean_last_3_purchases, purchase_count, days_since_last_purchase FROM user_features WHERE user_id = %s"
+QUERY = (
+    "SELECT mean_last_3_purchases, purchase_count, "
+    + EPOCH_SECONDS.format(column="last_purchase_at")
+    + " FROM user_features WHERE user_id = %s"
+)
+
+
+def event_at_s(timestamp: str) -> float:
+    """The event's moment in seconds since the epoch; a timestamp without an offset is UTC, as the service reads it."""
+    moment = datetime.fromisoformat(timestamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 async def main() -> None:
     settings = load_settings()
-    model = load_model(settings.model_path)
+    candidate = open_model_source(settings.model_uri, mlflow_tracking_uri=settings.mlflow_tracking_uri).fetch()
+    model = load_model(candidate.artifact_path, expected_sha256=candidate.expected_sha256)
     pool = await aiomysql.create_pool(
         host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
         password=settings.mysql_password, db=settings.mysql_database, autocommit=True,
@@ -46,10 +60,12 @@ async def main() -> None:
             async with pool.acquire() as conn, conn.cursor() as cursor:
                 await cursor.execute(QUERY, (event["user_id"],))
                 row = await cursor.fetchone()
-            user = UserFeatures(float(row[0]), int(row[1]), float(row[2]), False) if row else COLD_START
+            user = UserFeatures(float(row[0]), int(row[1]), float(row[2])) if row else None  # None: a cold-start user
             pages = event["last_three_pages_visited"]
             # The seed's shape: one row, through the whole Pipeline, in a thread.
-            probability = await asyncio.to_thread(model.predict_with_pipeline, [tuple(pages)], [user])
+            probability = await asyncio.to_thread(
+                model.predict_with_pipeline, [tuple(pages)], [user], [event_at_s(event["timestamp"])]
+            )
             result = {
                 "event_id": event["event_id"], "user_id": event["user_id"],
                 "purchase_probability": float(probability[0]), "model_version": model.version,

@@ -1,7 +1,8 @@
 """The harness's own servers: a Kafka broker, a MariaDB behind a proxy, its offline store and model.
 
-Nothing here touches the local stack (`make up`) or model/artifacts/: the store is loaded and
-the model trained by the project's own commands, pointed at these servers and this folder.
+Nothing here touches the local stack (`make up`) or the project's model registry: the store is
+loaded and the model trained by the project's own commands, pointed at these servers and at a
+single model file in this folder.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ChaosStack:
     kafka: PrivateKafka
     mysql: PrivateMySQL
     proxy: TcpProxy
-    model_path: Path
+    model_path: Path  # a single model.joblib (model.json beside it): what MODEL_URI names
     users: int
 
     def env(self, through_proxy: bool = True) -> dict[str, str]:
@@ -46,7 +47,7 @@ class ChaosStack:
             "MYSQL_USER": USER,
             "MYSQL_PASSWORD": PASSWORD,
             "MYSQL_DATABASE": DATABASE,
-            "MODEL_PATH": str(self.model_path),
+            "MODEL_URI": str(self.model_path),
             "FEATURE_CACHE_MAX_USERS": str(CACHE_MAX_USERS),
             "FEATURE_CACHE_TTL_S": str(CACHE_TTL_S),
         }

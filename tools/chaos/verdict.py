@@ -2,7 +2,8 @@
 
 Per id: how many times it reached the input topic, how many predictions and dead letters it
 got, and whether each prediction's probability is the one the model artifact gives offline
-(sklearn's predict_proba on the store's features, not the service's folded scorer) to 1e-9.
+(sklearn's predict_proba on the store's features at the event's own time, not the service's
+folded scorer) to 1e-9.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import msgspec
 from aiokafka.structs import ConsumerRecord
 
 from events.dead_letter import ERROR_KIND
-from events.schema import decode_prediction
+from events.schema import decode_prediction, parse_event
+from features.user import UserFeatures
 from model.artifact import PurchaseModel
-from offline_store.features import COLD_START, UserFeatures
 from tools.chaos.load import ID_PATTERN, PlannedEvent
 
 TOLERANCE = 1e-9
@@ -69,8 +70,10 @@ class Verdict:
 def expected_probabilities(plan: list[PlannedEvent], model: PurchaseModel, features: Mapping[int, UserFeatures]) -> dict[str, float]:
     valid = [event for event in plan if event.pages is not None]
     pages = [event.pages for event in valid if event.pages is not None]
-    users = [features.get(event.user_id, COLD_START) for event in valid]
-    probabilities = model.predict_with_pipeline(pages, users).tolist()
+    users = [features.get(event.user_id) for event in valid]  # None: a cold-start user
+    # The event's timestamp as the service reads it from the same bytes.
+    event_at_s = [parse_event(event.value).timestamp.timestamp() for event in valid]
+    probabilities = model.predict_with_pipeline(pages, users, event_at_s).tolist()
     return {event.event_id: probability for event, probability in zip(valid, probabilities, strict=True)}
 
 

@@ -19,10 +19,12 @@ import numpy as np
 from aiokafka.errors import KafkaConnectionError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
-from offline_store.features import UserFeatures
+from features.contract import FeatureContract
+from features.user import UserFeatures
 from service.delivery.at_least_once import AtLeastOnce
 from service.delivery.exactly_once import ExactlyOnce
 from service.delivery.guarantee import Guarantee
+from service.models.slots import ServingModels
 from service.observe.stats import ServiceStats
 from service.pipeline.loop import FinishBatchBeforeRevoke, PredictionLoop
 from tests.fakes.kafka import InMemoryBatch
@@ -137,8 +139,9 @@ class StubFeatureStore:
 class StubModel:
     version = "model-test"
     scorer = object()  # predicted inline, not in a thread
+    contract = FeatureContract()
 
-    def predict(self, pages, users) -> np.ndarray:
+    def predict_numbers(self, pages, numbers) -> np.ndarray:
         return np.full(len(pages), 0.5)
 
 
@@ -157,7 +160,7 @@ class Instance:
             guarantee = AtLeastOnce(SETTINGS, self.consumer, self.sink, stats, self.stop)
         else:
             guarantee = ExactlyOnce(SETTINGS, self.consumer, self._producer, stats, self.stop)
-        self.loop = PredictionLoop(SETTINGS, guarantee, StubFeatureStore(), StubModel(), self.stop, stats)  # type: ignore[arg-type]
+        self.loop = PredictionLoop(SETTINGS, guarantee, StubFeatureStore(), ServingModels.of(StubModel()), self.stop, stats)  # type: ignore[arg-type]
         self.listener = FinishBatchBeforeRevoke(self.loop, max_wait_s=0.01)
         self.turning: asyncio.Task | None = None
 

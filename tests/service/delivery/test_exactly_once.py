@@ -12,6 +12,7 @@ from events.dead_letter import read_dead_letter_headers
 from events.schema import InvalidEvent, Prediction
 from service.delivery.exactly_once import ExactlyOnce, split_by_partition
 from service.delivery.guarantee import Work
+from service.models.slots import ServingModels
 from service.observe.stats import ServiceStats
 from service.pipeline.loop import PredictionLoop
 from tests.factories import event_bytes, small_feature_table
@@ -72,7 +73,7 @@ async def test_a_refused_dead_letter_is_redone_in_its_smallest_form_and_a_refuse
 
     stats = ServiceStats()
     guarantee = ExactlyOnce(SETTINGS, source, refusing_producer, stats, stop)
-    loop = PredictionLoop(SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    loop = PredictionLoop(SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), ServingModels.of(model), stop, stats)
     await guarantee.on_assigned(INPUT)
     await asyncio.wait_for(loop.run(), 10)
     await loop.close()

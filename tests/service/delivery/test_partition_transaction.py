@@ -7,6 +7,7 @@ import logging
 from config import Settings
 from service.delivery.exactly_once import ExactlyOnce
 from service.delivery.transactional_producer import transactional_id
+from service.models.slots import ServingModels
 from service.observe.stats import ServiceStats
 from service.pipeline.loop import FinishBatchBeforeRevoke, PredictionLoop
 from tests.factories import event_bytes, small_feature_table
@@ -26,7 +27,7 @@ async def test_a_fenced_former_owner_publishes_nothing(model, caplog):
     log = InMemoryTransactionLog(source)
     stats = ServiceStats()
     guarantee = ExactlyOnce(SETTINGS, source, log.producer, stats, stop)
-    loop = PredictionLoop(SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    loop = PredictionLoop(SETTINGS, guarantee, InMemoryFeatureStore(small_feature_table(200)), ServingModels.of(model), stop, stats)
     await guarantee.on_assigned([INPUT[0]])
     await asyncio.sleep(0.01)  # the former owner is ready
     await log.producer(transactional_id(SETTINGS, INPUT[0])).start()  # the new owner takes over
@@ -52,7 +53,7 @@ async def test_a_fenced_partition_waits_paused_with_no_new_producer_until_the_gr
     log = InMemoryTransactionLog(source)
     stats = ServiceStats()
     guarantee = ExactlyOnce(settings, source, log.producer, stats, stop)
-    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(200)), ServingModels.of(model), stop, stats)
     group = FinishBatchBeforeRevoke(loop, max_wait_s=5)
     await group.on_partitions_assigned([INPUT[0]])
     await asyncio.sleep(0.01)  # the former owner is ready
@@ -87,7 +88,7 @@ async def test_a_transaction_stays_open_for_the_commit_interval_unless_a_drain_w
     log = InMemoryTransactionLog(source)
     stats = ServiceStats()
     guarantee = ExactlyOnce(settings, source, log.producer, stats, stop)
-    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(200)), model, stop, stats)
+    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(200)), ServingModels.of(model), stop, stats)
     await guarantee.on_assigned([INPUT[0]])
     running = asyncio.create_task(loop.run())
     await asyncio.sleep(0.3)

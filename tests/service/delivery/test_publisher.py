@@ -14,6 +14,7 @@ from service.delivery.exactly_once import ExactlyOnce
 from service.delivery.guarantee import Guarantee
 from service.delivery.publisher import Publisher
 from service.delivery.refusals import OutputRefused
+from service.models.slots import ServingModels
 from service.observe.stats import ServiceStats
 from service.pipeline.loop import PredictionLoop
 from service.pipeline.predict import predict_events
@@ -41,7 +42,7 @@ def predicted_ids(sink: InMemorySink) -> list[str]:
 async def publish(sink, model, *, valid=(), invalid=()):
     stats = ServiceStats()
     records = [make_record(event_bytes(event_id=event_id), offset=n) for n, event_id in enumerate(valid)]
-    predictions = await predict_events([parse_event(r.value) for r in records], InMemoryFeatureStore(), model)
+    predictions = (await predict_events([parse_event(r.value) for r in records], InMemoryFeatureStore(), model)).predictions
     await Publisher(sink, OUT, DLQ, stats).publish(list(zip(records, predictions, strict=True)), list(invalid))
     return stats
 
@@ -115,7 +116,7 @@ async def run_loop(mode: str, records, model, refuse) -> tuple[list, list, Servi
         guarantee = ExactlyOnce(settings, source, refusing_producer, stats, stop)
         await guarantee.on_assigned({TopicPartition(record.topic, record.partition) for record in records})
         seen = log.to
-    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(50)), model, stop, stats)
+    loop = PredictionLoop(settings, guarantee, InMemoryFeatureStore(small_feature_table(50)), ServingModels.of(model), stop, stats)
     await asyncio.wait_for(loop.run(), 10)
     await loop.close()
     return seen(OUT), seen(DLQ), stats

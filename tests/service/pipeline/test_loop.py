@@ -87,9 +87,10 @@ async def test_a_model_returning_garbage_is_an_error_not_a_dead_letter(model):
 
     class BrokenModel:
         version = "broken"
-        scorer = None  # no fast path: predictions go through predict()
+        scorer = None  # no fast path: predictions go through predict_numbers() in a thread
+        contract = model.contract
 
-        def predict(self, pages, users):
+        def predict_numbers(self, pages, numbers):
             return np.full(len(pages), np.nan)
 
     loop, source, sink, _, _ = make_loop([[make_record(event_bytes())]], BrokenModel())
