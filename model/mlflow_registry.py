@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from config.values import PROJECT_ROOT
 from errors import PredictionError, SetupError
+from model.candidate import Candidate
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-
-    from model.sources import Candidate
 
 MODELS_URI_PREFIX = "models:/"
 EXPERIMENT_NAME = "purchase-model"
@@ -113,8 +112,6 @@ class MlflowSource:
 
     def fetch(self) -> Candidate:
         """The aliased version's model.joblib, downloaded into the cache unless a complete copy is there."""
-        from model.sources import Candidate
-
         version = self._aliased_version()
         number = str(version.version)
         expected = version.tags.get(CHECKSUM_TAG) or None

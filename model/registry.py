@@ -1,272 +1,156 @@
-"""A local model registry: every accepted model version kept side by side, and a pointer to the one that serves.
+"""List the registered model versions, promote one to serve, or roll back to the one that served before.
 
-    <registry>/versions/<version>/model.joblib, model.json (+ report files)
-    <registry>/serving.json    {"version": "<version>", "history": ["<previous>", "<one before>", ...]}
+    python -m model.registry [--registry DIR] list
+    python -m model.registry [--registry DIR] promote VERSION
+    python -m model.registry [--registry DIR] rollback
 
-Readers take no lock: the pointer is replaced atomically and a version directory appears only when complete,
-so a reader sees the old state or the new one, never half of either. Writers of the pointer (promote,
-rollback) hold a lock file, so two of them cannot lose each other's history.
-
-    python -m model.registry [--registry DIR] list | promote VERSION | rollback   (see model/registry_cli.py)
+DIR defaults to MODEL_URI when that is a local registry. When MODEL_URI is models:/NAME@ALIAS, the same
+commands list the MLflow model's versions and move its alias instead.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import logging
-import os
-import re
-import secrets
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import argparse
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
-from errors import SetupError
+from config import Settings
+from errors import PredictionError, SetupError
+from model.local_registry import LocalRegistry, RegistryError, VersionInfo
+from model.sources import is_models_uri, local_path
+from runtime.startup import start_program
 
-# Named explicitly: run with `python -m`, this module's __name__ is "__main__".
-log = logging.getLogger("model.registry")
-
-ARTIFACT_NAME = "model.joblib"
-METADATA_NAME = "model.json"
-POINTER_NAME = "serving.json"
-VERSIONS_DIR = "versions"
-# Version names become directory names: no path separators, and no leading dot (those are work in progress).
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-CHUNK_BYTES = 1 << 20
-# What each gate recorded in model.json limits, computed from the recorded metrics.
-GATE_MEASURES: dict[str, Callable[[dict[str, Any]], float]] = {
-    "max_auc_gap_to_oracle": lambda metrics: metrics["oracle_roc_auc"] - metrics["roc_auc"],
-    "max_ece": lambda metrics: metrics["ece"],
-}
+SERVING_MARK = "*"
 
 
-class RegistryError(SetupError):
-    """A registry operation that cannot be done as asked; the message says why and what to do instead."""
+def main(argv: Sequence[str] | None = None, *, model_uri: str | None = None, mlflow_tracking_uri: str | None = None) -> int:
+    """Run one command; `model_uri` and `mlflow_tracking_uri` stand in for the settings (read only when needed)."""
+    parser = argparse.ArgumentParser(prog="python -m model.registry", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--registry", metavar="DIR", help="the registry directory, or models:/NAME@ALIAS (default: MODEL_URI)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="every registered version, the serving one marked")
+    commands.add_parser("promote", help="make VERSION serve").add_argument("version", metavar="VERSION")
+    commands.add_parser("rollback", help="make the version that served before serve again")
+    args = parser.parse_args(argv)
 
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    trained_at: str | None
-    estimator: str | None
-    roc_auc: float | None
-    ece: float | None
-    gates_passed: bool | None  # None: model.json records no gates, or gates this registry cannot check
-    path: Path
-
-
-def gates_passed(metadata: dict[str, Any]) -> bool | None:
-    metrics, gates = metadata.get("metrics"), metadata.get("gates")
-    if not isinstance(metrics, dict) or not isinstance(gates, dict) or not gates:
-        return None
+    settings = _SettingsOnDemand()
     try:
-        return all(GATE_MEASURES[name](metrics) <= float(limit) for name, limit in gates.items())
-    except (KeyError, TypeError, ValueError):
-        return None
+        if args.registry:
+            target = args.registry
+            registry_dir = Path(args.registry)  # given on the command line: relative to the working directory
+        else:
+            target = model_uri if model_uri is not None else settings.get().model_uri
+            registry_dir = local_path(target)
+        if is_models_uri(target):
+            tracking_uri = mlflow_tracking_uri if mlflow_tracking_uri is not None else settings.get().mlflow_tracking_uri
+            return _run_on_mlflow(args, target, tracking_uri)
+        return _run_on_local(args, _open_local(registry_dir))
+    except PredictionError as exc:  # a setup to fix (exit 2), or an MLflow server away (exit 1): one line either way
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
-class LocalRegistry:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.versions_dir = self.root / VERSIONS_DIR
-        self.pointer_path = self.root / POINTER_NAME
-
-    def register(self, model_path: Path, extra_files: Sequence[Path] = ()) -> str:
-        """Copy a saved model (and its model.json and reports) in as a new version; return the version.
-
-        Refuses a model.json without a version or checksum, an artifact whose SHA-256 differs from the
-        recorded one, and a version already registered. Registering does not make the version serve.
-        """
-        metadata_file = model_path.with_suffix(".json")
-        metadata = _read_json(metadata_file)
-        version = self._checked_name(metadata.get("version"), f"the version in {metadata_file}")
-        recorded = metadata.get("artifact_sha256")
-        if not isinstance(recorded, str) or not recorded:
-            raise RegistryError(f"{metadata_file} records no artifact_sha256: save the model with model.artifact.save_model")
-        target = self.version_dir(version)
-        if target.exists():
-            raise RegistryError(f"version {version} is already registered in {self.root}")
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        incoming = self.versions_dir / f".incoming-{secrets.token_hex(8)}"
-        incoming.mkdir()
-        try:
-            actual = _copy_synced(model_path, incoming / ARTIFACT_NAME)
-            if actual != recorded:
-                raise RegistryError(f"{model_path} has SHA-256 {actual} but {metadata_file} records {recorded}:"
-                                    " the file changed after it was saved; train again")
-            _copy_synced(metadata_file, incoming / METADATA_NAME)
-            for extra in extra_files:
-                _copy_synced(extra, incoming / extra.name)
-            _fsync_dir(incoming)
-            try:
-                incoming.rename(target)
-            except OSError:
-                raise RegistryError(f"version {version} is already registered in {self.root}") from None
-        except BaseException:
-            shutil.rmtree(incoming, ignore_errors=True)
-            raise
-        _fsync_dir(self.versions_dir)
-        log.info("registered version %s in %s", version, self.root)
-        return version
-
-    def versions(self) -> list[VersionInfo]:
-        """Every registered version, oldest first (names start with their UTC training time)."""
-        if not self.versions_dir.is_dir():
-            return []
-        names = sorted(entry.name for entry in os.scandir(self.versions_dir) if entry.is_dir() and VERSION_NAME.fullmatch(entry.name))
-        return [self._describe(name) for name in names]
-
-    def serving(self) -> str | None:
-        return self._read_pointer()[0]
-
-    def history(self) -> list[str]:
-        """The versions that served before, most recent first: what `rollback` returns to, in order."""
-        return self._read_pointer()[1]
-
-    def promote(self, version: str) -> str | None:
-        """Make `version` serve; return the version that served before (None: none did)."""
-        self._require(version)
-        with self._writing():
-            try:
-                current, history = self._read_pointer()
-            except RegistryError as exc:
-                log.warning("%s; starting a new history", exc)
-                current, history = None, []
-            if current == version:
-                log.info("%s already serves; nothing changed", version)
-                return current
-            self._write_pointer(version, [current, *history] if current else history)
-        log.info("promoted %s (was %s)", version, current or "nothing")
-        return current
-
-    def rollback(self) -> str:
-        """Make the version that served before serve again; return it."""
-        with self._writing():
-            current, history = self._read_pointer()
-            if not history:
-                raise RegistryError(f"nothing to roll back to: no version served in {self.root} before {current or 'now'}")
-            previous = history[0]
-            self._require(previous)
-            self._write_pointer(previous, history[1:])
-        log.info("rolled back to %s (was %s)", previous, current)
-        return previous
-
-    def version_dir(self, version: str) -> Path:
-        return self.versions_dir / self._checked_name(version, "a version name")
-
-    def artifact_path(self, version: str) -> Path:
-        return self.version_dir(version) / ARTIFACT_NAME
-
-    def _require(self, version: str) -> None:
-        if not self.artifact_path(version).is_file():
-            raise RegistryError(f"unknown version {version} in {self.root}: `python -m model.registry list` shows the registered ones")
-
-    def _describe(self, version: str) -> VersionInfo:
-        try:
-            metadata = _read_json(self.version_dir(version) / METADATA_NAME)
-        except RegistryError:
-            metadata = {}
-        metrics = metadata.get("metrics")
-        if not isinstance(metrics, dict):
-            metrics = {}
-        return VersionInfo(
-            version=version,
-            trained_at=_optional(metadata.get("trained_at"), str),
-            estimator=_optional(metadata.get("estimator"), str),
-            roc_auc=_optional(metrics.get("roc_auc"), float),
-            ece=_optional(metrics.get("ece"), float),
-            gates_passed=gates_passed(metadata),
-            path=self.version_dir(version),
-        )
-
-    def _read_pointer(self) -> tuple[str | None, list[str]]:
-        try:
-            pointer = json.loads(self.pointer_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None, []
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"cannot read {self.pointer_path} ({exc}): promote a version to rewrite it") from None
-        version = pointer.get("version") if isinstance(pointer, dict) else None
-        history = pointer.get("history", []) if isinstance(pointer, dict) else None
-        if not (_is_version_name(version) and isinstance(history, list) and all(map(_is_version_name, history))):
-            raise RegistryError(f"{self.pointer_path} is not a serving pointer: promote a version to rewrite it")
-        return version, history
-
-    def _write_pointer(self, version: str, history: list[str]) -> None:
-        fd, temporary = tempfile.mkstemp(prefix=".serving-", suffix=".tmp", dir=self.root)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the pointer from a service running as another user
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump({"version": version, "history": history}, file, indent=2)
-                file.write("\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.pointer_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        _fsync_dir(self.root)
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            yield
-
-    def _checked_name(self, name: object, what: str) -> str:
-        if not _is_version_name(name):
-            raise RegistryError(f"{what} is {name!r}, not a version name (letters, digits, '.', '_', '-')")
-        return name
+def _open_local(root: Path) -> LocalRegistry:
+    if root.suffix == ".joblib" or root.is_file():
+        raise RegistryError(f"{root} is a model file, not a registry: pass --registry DIR")
+    if not root.is_dir():
+        raise RegistryError(f"no registry at {root}: train a model with `make train` first")
+    return LocalRegistry(root)
 
 
-def _is_version_name(name: object) -> TypeGuard[str]:
-    return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
+def _run_on_local(args: argparse.Namespace, registry: LocalRegistry) -> int:
+    if args.command == "promote":
+        previous = registry.promote(args.version)
+        print(f"{args.version} already serves; nothing changed" if previous == args.version
+              else f"promoted {args.version} (was {previous or 'nothing'})")
+    elif args.command == "rollback":
+        previous = registry.serving()
+        print(f"rolled back to {registry.rollback()} (was {previous})")
+    else:
+        _print_local_list(registry)
+    return 0
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot read {path}: {exc}") from None
-    if not isinstance(document, dict):
-        raise RegistryError(f"{path} is not a JSON object")
-    return document
+def _print_local_list(registry: LocalRegistry) -> None:
+    versions, serving, history = registry.versions(), registry.serving(), registry.history()
+    print(f"registry {registry.root}")
+    if not versions:
+        print("no versions registered yet: train one with `make train`")
+        return
+    headers = ["", "VERSION", "TRAINED AT", "ESTIMATOR", "ROC AUC", "ECE", "GATES"]
+    print("\n".join(_table(headers, [_local_row(info, serving) for info in versions])))
+    if serving is None:
+        print("no version serves: promote one with `python -m model.registry promote VERSION`")
+    else:
+        print(f"{SERVING_MARK} serving; " + (f"rollback returns to {history[0]}" if history else "nothing to roll back to"))
 
 
-def _optional(value: object, kind: type[Any]) -> Any:
-    return kind(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+def _local_row(info: VersionInfo, serving: str | None) -> list[str]:
+    gates = {True: "passed", False: "FAILED", None: "?"}[info.gates_passed]
+    return [SERVING_MARK if info.version == serving else "", info.version, info.trained_at or "?", info.estimator or "?",
+            _number(info.roc_auc), _number(info.ece), gates]
 
 
-def _copy_synced(source: Path, target: Path) -> str:
-    """Copy a file and flush it to disk; return the SHA-256 of the bytes written."""
-    digest = hashlib.sha256()
-    with source.open("rb") as reader, target.open("xb") as writer:
-        while chunk := reader.read(CHUNK_BYTES):
-            digest.update(chunk)
-            writer.write(chunk)
-        writer.flush()
-        os.fsync(writer.fileno())
-    return digest.hexdigest()
+def _run_on_mlflow(args: argparse.Namespace, uri: str, tracking_uri: str) -> int:
+    if not tracking_uri.strip():
+        raise SetupError(f"MLFLOW_TRACKING_URI is empty but the registry is {uri}: set it to the MLflow tracking server")
+    from model import mlflow_registry  # imports mlflow, which only this kind of registry needs
+
+    name, alias = mlflow_registry.parse_models_uri(uri)
+    rows = mlflow_registry.list_versions(tracking_uri, name)
+    previous = next((str(row["version"]) for row in rows if _holds_alias(row, alias)), "nothing")
+    if args.command == "promote":
+        mlflow_registry.set_alias(tracking_uri, name, alias, args.version)
+        print(f"promoted {args.version} to {name}@{alias} (was {previous})")
+    elif args.command == "rollback":
+        print(f"rolled back {name}@{alias} to {mlflow_registry.rollback_alias(tracking_uri, name, alias)} (was {previous})")
+    elif not rows:
+        print(f"no versions of {name} registered at {tracking_uri}")
+    else:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        marked = [[SERVING_MARK if _holds_alias(row, alias) else "", *(_cell(row.get(key)) for key in columns)] for row in rows]
+        print(f"registered model {name} at {tracking_uri}")
+        print("\n".join(_table(["", *(key.upper().replace("_", " ") for key in columns)], marked)))
+        print(f"{SERVING_MARK} holds the alias {alias}")
+    return 0
 
 
-def _fsync_dir(path: Path) -> None:
-    # A rename or replace is durable only once the directory holding it is flushed too.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _holds_alias(row: dict[str, Any], alias: str) -> bool:
+    return alias in (row.get("aliases") or ())
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def _number(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+
+
+class _SettingsOnDemand:
+    """The settings, loaded (and logging set up) only when the command line does not say all that is needed."""
+
+    def __init__(self, load: Callable[[], Settings] = start_program) -> None:
+        self._load = load
+        self._settings: Settings | None = None
+
+    def get(self) -> Settings:
+        if self._settings is None:
+            self._settings = self._load()
+        return self._settings
 
 
 if __name__ == "__main__":
-    from model.registry_cli import main
-
     raise SystemExit(main())

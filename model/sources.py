@@ -2,7 +2,7 @@
 
 MODEL_URI is one of
 - a `.joblib` file, with model.json beside it;
-- a local registry directory (model/registry.py); a path that does not exist yet is a registry with nothing in it;
+- a local registry directory (model/local_registry.py); a path that does not exist yet is a registry with nothing in it;
 - `models:/NAME@ALIAS` in an MLflow registry (model/mlflow_registry.py).
 
 A relative path is relative to the project root, so every program finds the same model. A source's
@@ -11,31 +11,12 @@ fingerprint is cheap, so a caller can poll it and fetch (and load) only when it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from config.values import MLFLOW_MODEL_PREFIX, PROJECT_ROOT, ConfigError
 from errors import SetupError
-from model.registry import LocalRegistry
-
-
-@dataclass(frozen=True)
-class Candidate:
-    artifact_path: Path  # a local model.joblib (downloaded first for MLflow)
-    expected_sha256: str | None  # what the registry recorded at registration (None: use model.json's)
-    fingerprint: str  # identifies what the source points at
-    label: str  # for logs, e.g. "version 20261205T101500Z-ab12cd34ef of registry model/registry"
-
-
-class ModelSource(Protocol):
-    uri: str
-
-    def fingerprint(self) -> str:
-        """Cheap; changes when the source points at something else. May raise OSError or a connection error."""
-
-    def fetch(self) -> Candidate:
-        """May download; may raise what `fingerprint` raises."""
+from model.candidate import Candidate, ModelSource
+from model.local_registry import LocalRegistry
 
 
 class NoModelYet(SetupError):

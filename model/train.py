@@ -148,7 +148,7 @@ def _keep_rejected(home: Path, version: str, files: list[Path]) -> Path:
 
 def _publish(settings: Settings, promote: bool, model_path: Path, files: list[Path], trained: Trained) -> str:
     """Hand the staged version to MODEL_URI (and MLflow); says where it went."""
-    from model.registry import LocalRegistry
+    from model.local_registry import LocalRegistry
 
     uri, version = settings.model_uri, trained.model.version
     said = []

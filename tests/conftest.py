@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings, load_settings
 from model.artifact import ARTIFACT_FILE
-from model.registry import LocalRegistry
+from model.local_registry import LocalRegistry
 from offline_store.loader import load_store
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from tests.factories import save_trained, train

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 
 from model.artifact import PurchaseModel, load_model
-from model.sources import Candidate, ModelSource
+from model.candidate import Candidate
+from model.sources import ModelSource
 
 
 def load_candidate(candidate: Candidate) -> PurchaseModel:

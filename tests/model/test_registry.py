@@ -18,8 +18,8 @@ import pytest
 import model as model_package
 from config import PROJECT_ROOT
 from errors import PredictionError
-from model.registry import LocalRegistry, RegistryError
-from model.registry_cli import main
+from model.local_registry import LocalRegistry, RegistryError
+from model.registry import main
 
 GATES = {"max_auc_gap_to_oracle": 0.02, "max_ece": 0.02}
 

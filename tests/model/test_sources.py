@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import PROJECT_ROOT, ConfigError
-from model.registry import LocalRegistry
+from model.local_registry import LocalRegistry
 from model.sources import FileSource, NoModelYet, RegistrySource, open_model_source
 from tests.model.test_registry import saved_model, version_name
 

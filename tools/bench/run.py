@@ -8,7 +8,9 @@ that core meanwhile (restored at the end), as if they ran on other machines:
 1. the seed's per-message design (tools/bench/seed_baseline.py), on a small backlog, it is slow;
 2. the pass-through ceiling (tools/bench/passthrough.py): consume and produce, no work;
 3. the service draining the same backlog, at least once and exactly once; then two instances
-   in one group, one core each, in each mode;
+   in one group, one core each, in each mode; then, at least once, serving a
+   hist_gradient_boosting model (through predict_proba), and with a shadow model scored beside
+   the serving one, without and with SHADOW_OUTPUT_TOPIC;
 4. the service's latency at a steady 1,000 events/s and at half its measured peak, in each
    mode, after a few seconds of the same load that are not counted; latency is the output
    record's Kafka timestamp minus the input record's, and, as "visible", when a read_committed
@@ -38,13 +40,16 @@ from pathlib import Path
 from config import Settings, load_settings
 from tools.bench.bench_report import table, write_chart, write_json
 from tools.bench.bench_topics import delete_topics
+from tools.bench.model_costs import scoring_us_per_event
 from tools.bench.processes import stack_kept_off
 from tools.bench.scenarios import SERVICE, drain, new_backlog, run_env, steady_latency
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / ".stack" / "benchmark"
-# A single model file, not a registry: the benchmark serves the one model it trained.
+# Single model files, not a registry: the benchmark serves the models it trained.
 MODEL_FILE = OUT_DIR / "model.joblib"
+HGB_MODEL_FILE = OUT_DIR / "model-hist_gradient_boosting.joblib"
+HGB = "hist_gradient_boosting"
 SERVICE_CORE = 1
 AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 # Below the benchmark store's 8,500 users with history, so the cache works per user.
@@ -55,10 +60,15 @@ PASSTHROUGH = ("-m", "tools.bench.passthrough")
 
 
 def prepare(env: dict[str, str]) -> None:
-    """Load the benchmark's own store and train its own model, with the project's own commands."""
-    for module in ("offline_store.loader", "model.train"):
-        print(f"== {module}", flush=True)
-        subprocess.run([sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env, "LOG_FORMAT": "console"}, check=True)
+    """Load the benchmark's own store and train its own models, with the project's own commands."""
+    for command, extra in (
+        (["offline_store.loader"], {}),
+        (["model.train"], {}),
+        (["model.train", "--estimator", HGB], {"MODEL_URI": str(HGB_MODEL_FILE)}),
+    ):
+        print(f"== {' '.join(command)}", flush=True)
+        subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env={**os.environ, **env, "LOG_FORMAT": "console", **extra},
+                       check=True)
 
 
 async def create_database(settings: Settings, name: str) -> None:
@@ -116,6 +126,18 @@ async def main(args: argparse.Namespace) -> None:
             env = run_env(settings, base, backlog, guarantee)
             topics += [env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]
             drains.append(await drain(name, program, settings, env, args.events, logs, cores))
+        models = {}
+        for name, extra in (
+            (f"prediction service, {AT_LEAST_ONCE}, {HGB}", {"MODEL_URI": str(HGB_MODEL_FILE)}),
+            (f"prediction service, {AT_LEAST_ONCE}, shadow model", {"SHADOW_MODEL_URI": str(MODEL_FILE)}),
+            (f"prediction service, {AT_LEAST_ONCE}, shadow model with its topic",
+             {"SHADOW_MODEL_URI": str(MODEL_FILE), "SHADOW_OUTPUT_TOPIC": f"bench-{time.time_ns()}-shadow"}),
+        ):
+            print(f"== {name}", flush=True)
+            env = run_env(settings, base, backlog, AT_LEAST_ONCE, **extra)
+            topics += [env["OUTPUT_TOPIC"], env["DLQ_TOPIC"], *([env["SHADOW_OUTPUT_TOPIC"]] if "SHADOW_OUTPUT_TOPIC" in env else [])]
+            models[name] = await drain(name, SERVICE, settings, env, args.events, logs, [SERVICE_CORE])
+            drains.append(models[name])
 
         for guarantee, peak in ((AT_LEAST_ONCE, drains[2].events_per_s), (EXACTLY_ONCE, drains[3].events_per_s)):
             for rate in (1_000.0, round(peak / 2, -2)):
@@ -143,12 +165,20 @@ async def main(args: argparse.Namespace) -> None:
         await delete_topics(settings, topics)
 
     seed, ceiling, at_least_once, exactly_once = drains[:4]
+    hgb, shadow, shadow_topic = models.values()
+    logistic_us, hgb_us = scoring_us_per_event(MODEL_FILE), scoring_us_per_event(HGB_MODEL_FILE)
     ratios = {
         f"{AT_LEAST_ONCE} ÷ pass-through ceiling (%)": 100 * at_least_once.events_per_s / ceiling.events_per_s,
         f"{AT_LEAST_ONCE} ÷ seed per-message design (×)": at_least_once.events_per_s / seed.events_per_s,
         f"{EXACTLY_ONCE} ÷ pass-through ceiling (%)": 100 * exactly_once.events_per_s / ceiling.events_per_s,
         f"{EXACTLY_ONCE} ÷ seed per-message design (×)": exactly_once.events_per_s / seed.events_per_s,
         f"{EXACTLY_ONCE} ÷ {AT_LEAST_ONCE} (%)": 100 * exactly_once.events_per_s / at_least_once.events_per_s,
+        f"{HGB}, {AT_LEAST_ONCE} (events/s on one core)": hgb.events_per_s,
+        f"{HGB} scoring alone (µs per event, in process)": hgb_us,
+        "logistic_regression scoring alone (µs per event, in process)": logistic_us,
+        # CPU seconds per 10k events, times 100, is CPU µs per event.
+        "shadow model: CPU added (µs per event)": 100 * (shadow.cpu_s_per_10k - at_least_once.cpu_s_per_10k),
+        "shadow model with its topic: CPU added (µs per event)": 100 * (shadow_topic.cpu_s_per_10k - at_least_once.cpu_s_per_10k),
     }
     context = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(), "service_core": SERVICE_CORE,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.artifact import save_model
-from model.registry import LocalRegistry
+from model.local_registry import LocalRegistry
 from model.sources import RegistrySource
 from service.models.slots import SERVING, ModelSlot
 from service.models.watch import ModelWatcher
