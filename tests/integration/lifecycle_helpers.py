@@ -4,7 +4,6 @@ a service's outputs and metrics in full."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from events.schema import InputEvent, Prediction, decode_prediction, encode_event, encode_key
-from model.artifact import ARTIFACT_FILE, metadata_path, save_model
+from model.artifact import ARTIFACT_FILE, save_model
 from model.evaluation import Trained
-from model.registry import LocalRegistry
+from model.local_registry import LocalRegistry
 from tests.factories import model_metadata, random_events
 from tests.integration.service_process import REPO_ROOT, ServiceProcess
 
@@ -63,10 +62,6 @@ def damage(artifact: Path) -> None:
     artifact.write_bytes(bytes(data))
 
 
-def recorded_checksum(artifact: Path) -> str:
-    return str(json.loads(metadata_path(artifact).read_text(encoding="utf-8"))["artifact_sha256"])
-
-
 def run_registry_command(registry_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python -m model.registry --registry DIR ...` as an operator runs it."""
     return subprocess.run([sys.executable, "-m", "model.registry", "--registry", str(registry_dir), *args],
@@ -89,14 +84,6 @@ def metric_value(service: ServiceProcess, name: str, **labels: str) -> float:
 def info_versions(service: ServiceProcess, name: str) -> set[str]:
     """The versions an info metric (prediction_service_model_info, ..._shadow_model_info) reports."""
     return {labels["version"] for labels, value in metric_samples(service, name) if value == 1}
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not so after {timeout_s} s")
-        time.sleep(0.2)
 
 
 def source_error_lines(service: ServiceProcess, role: str = "serving") -> list[tuple[int, float]]:
@@ -146,7 +133,7 @@ async def read_everything(settings: Settings, topic: str, timeout_s: float = 60.
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout_s
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             assert time.monotonic() < deadline, f"could not read {topic} to its end within {timeout_s} s"
             for batch in (await consumer.getmany(*partitions, timeout_ms=200)).values():
                 records.extend(record for record in batch if record.offset < ends[TopicPartition(record.topic, record.partition)])
@@ -188,6 +175,17 @@ def switches_once(sequence: list[str], first: str, second: str) -> bool:
         return False
     cut = sequence.index(second) if second in sequence else len(sequence)
     return all(version == second for version in sequence[cut:])
+
+
+def runs(sequence: list[str]) -> list[tuple[str, int]]:
+    """A version sequence in run-length form, for a failure message a person can read."""
+    result: list[tuple[str, int]] = []
+    for version in sequence:
+        if result and result[-1][0] == version:
+            result[-1] = (version, result[-1][1] + 1)
+        else:
+            result.append((version, 1))
+    return result
 
 
 @dataclass
