@@ -68,13 +68,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aiokafka.errors import KafkaError
 
+    from errors import SetupError
+    from messaging.kafka_security import kafka_refusal
     from terminal.prediction_reader import ReadPlan
 
     topic = settings.dlq_topic if args.dead_letters else settings.output_topic
     plan = ReadPlan(topic, args.count, args.from_beginning, args.idle_timeout_s, args.dead_letters)
     try:
         asyncio.run(run_live(settings, plan) if args.live else run(settings, plan))
+    except SetupError as exc:  # credentials, a certificate or a grant Kafka refused: retrying will not help
+        print(f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KafkaError as exc:
+        refusal = kafka_refusal(exc, settings)
+        if refusal is not None:
+            print(f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {refusal}", file=sys.stderr)
+            return refusal.exit_code
         print(
             f"cannot read {topic} from Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)",
             file=sys.stderr,

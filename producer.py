@@ -69,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aiokafka.errors import KafkaError
 
+    from errors import SetupError
+    from messaging.kafka_security import kafka_refusal
     from terminal.event_producer import TrafficPlan
 
     plan = TrafficPlan(args.count, args.rate, args.seed, args.invalid_ratio, args.users, args.unknown_user_ratio)
     try:
         asyncio.run(run(settings, plan))
+    except SetupError as exc:  # credentials, a certificate or a grant Kafka refused: retrying will not help
+        print(f"cannot send to Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KafkaError as exc:
+        refusal = kafka_refusal(exc, settings)
+        if refusal is not None:
+            print(f"cannot send to Kafka at {settings.kafka_bootstrap_servers}: {refusal}", file=sys.stderr)
+            return refusal.exit_code
         print(f"cannot send to Kafka at {settings.kafka_bootstrap_servers}: {exc} (is it running? `make up` starts one)", file=sys.stderr)
         return 1
     return 0

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from config.secrets import SECRET_FILE_VARIABLES, take_secret_files
 from config.settings import COMPOSE_OPTION_PREFIX, OTHER_VARIABLES, SETTING_NAMES, Settings
 from config.values import PROJECT_ROOT, ConfigError, integer, shown
 
-KNOWN_VARIABLES: tuple[str, ...] = tuple(sorted(SETTING_NAMES | OTHER_VARIABLES))
+KNOWN_VARIABLES: tuple[str, ...] = tuple(sorted(SETTING_NAMES | OTHER_VARIABLES | SECRET_FILE_VARIABLES))
 # Close enough to a known name to be a slip (KAFKA_BOOTSTRAP_SERVER, LOGLEVEL), yet far enough
 # that other tools' variables (MYSQL_TCP_PORT, KAFKA_OPTS, JAVA_HOME) pass without a warning.
 NEAR_MISS_CUTOFF = 0.85
@@ -84,12 +85,14 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
 
     A variable set in the environment wins over the same one in the file, as with docker
     compose, so a `.env` never silently overrides what the user typed on the command line.
+    A secret X may instead come from the file X_FILE names (config/secrets.py).
     """
     environ = os.environ if environ is None else environ
     from_file = values_from_env_file(environ, env_file)
     merged = {**from_file, **environ}
     sources = {**{name: ".env" for name in from_file}, **{name: "the environment" for name in environ}}
     _follow_stack_kafka_port(merged, sources)
+    take_secret_files(merged, sources, environ)
 
     values = {}
     for field in dataclasses.fields(Settings):
@@ -105,7 +108,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
 def describe_settings(settings: Settings) -> str:
     """One `NAME=value  # source` line per setting, secrets masked, as `--check-config` prints them.
 
-    The source reads `from the environment`, `from .env`, `from KAFKA_PORT in …` or `default`;
+    The source reads `from the environment`, `from .env`, `from KAFKA_PORT in …`, `from X_FILE in …` or `default`;
     a Settings built by hand rather than by load_settings says `set by the program` instead.
     """
     lines = []
@@ -115,5 +118,7 @@ def describe_settings(settings: Settings) -> str:
             source = f"from {settings._sources[variable]}"
         else:
             source = "default" if value == field.default else "set by the program"
-        lines.append(f"{variable}={shown(field, value)}  # {source}")
+        # A flag as it would be written in .env, so a line can be copied there as it is.
+        text = str(value).lower() if isinstance(value, bool) else shown(field, value)
+        lines.append(f"{variable}={text}  # {source}")
     return "\n".join(lines)

@@ -10,10 +10,13 @@ from typing import ClassVar
 from config.values import (
     PROJECT_ROOT,
     ConfigError,
+    boolean,
     bootstrap_servers,
     choice,
     integer,
     model_location,
+    named_choice,
+    optional_path,
     optional_text,
     password,
     setting,
@@ -26,6 +29,14 @@ COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 REVOKE_WAIT_MIN_S = 1.0
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 COMMIT_INTERVAL_MAX_MS = 60_000
+# What aiokafka speaks: the protocol of the broker's listener and, with SASL, how the password is checked.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# As the MySQL client's --ssl-mode: `required` encrypts without checking who answers, verify_ca
+# checks the certificate against MYSQL_SSL_CA, verify_identity also its host name.
+MYSQL_SSL_MODES = ("disabled", "required", "verify_ca", "verify_identity")
 
 
 @dataclass(frozen=True, repr=False)
@@ -52,6 +63,18 @@ class Settings:
     kafka_max_poll_interval_ms: int = setting("KAFKA_MAX_POLL_INTERVAL_MS", 300_000, integer(1_000, 3_600_000))
     kafka_fetch_max_wait_ms: int = setting("KAFKA_FETCH_MAX_WAIT_MS", 5, integer(1, 10_000))
     output_compression: str = setting("OUTPUT_COMPRESSION", "zstd", choice(*COMPRESSION_TYPES))
+    # How every Kafka client of the project connects (messaging/kafka_security.py builds the options).
+    # SASL_* logs in as KAFKA_SASL_USERNAME; SSL and SASL_SSL check the broker's certificate against
+    # KAFKA_SSL_CAFILE (the system's CAs when empty) and, with a certificate and key, present them.
+    kafka_security_protocol: str = setting("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", named_choice(*SECURITY_PROTOCOLS))
+    kafka_sasl_mechanism: str = setting("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", named_choice(*SASL_MECHANISMS))
+    kafka_sasl_username: str = setting("KAFKA_SASL_USERNAME", "", optional_text)
+    kafka_sasl_password: str = setting("KAFKA_SASL_PASSWORD", "", password, secret=True)
+    kafka_ssl_cafile: str = setting("KAFKA_SSL_CAFILE", "", optional_path)
+    kafka_ssl_certfile: str = setting("KAFKA_SSL_CERTFILE", "", optional_path)
+    kafka_ssl_keyfile: str = setting("KAFKA_SSL_KEYFILE", "", optional_path)
+    kafka_ssl_key_password: str = setting("KAFKA_SSL_KEY_PASSWORD", "", password, secret=True)
+    kafka_ssl_check_hostname: bool = setting("KAFKA_SSL_CHECK_HOSTNAME", True, boolean)
 
     mysql_host: str = setting("MYSQL_HOST", "127.0.0.1", text)
     mysql_port: int = setting("MYSQL_PORT", 3306, integer(1, 65_535))
@@ -60,6 +83,10 @@ class Settings:
     mysql_database: str = setting("MYSQL_DATABASE", "purchases", text)
     mysql_pool_max_size: int = setting("MYSQL_POOL_MAX_SIZE", 5, integer(1, 1_000))
     mysql_query_timeout_ms: int = setting("MYSQL_QUERY_TIMEOUT_MS", 5_000, integer(100, 600_000))
+    mysql_ssl_mode: str = setting("MYSQL_SSL_MODE", "disabled", choice(*MYSQL_SSL_MODES))
+    mysql_ssl_ca: str = setting("MYSQL_SSL_CA", "", optional_path)
+    mysql_ssl_cert: str = setting("MYSQL_SSL_CERT", "", optional_path)
+    mysql_ssl_key: str = setting("MYSQL_SSL_KEY", "", optional_path)
 
     # 0 turns the cache off. A cached user costs about 300 bytes.
     feature_cache_max_users: int = setting("FEATURE_CACHE_MAX_USERS", 200_000, integer(0, 100_000_000))
@@ -126,6 +153,28 @@ class Settings:
             )
         if self.kafka_max_poll_interval_ms < self.kafka_rebalance_timeout_ms:
             raise ConfigError("KAFKA_MAX_POLL_INTERVAL_MS", "must be at least KAFKA_REBALANCE_TIMEOUT_MS")
+        self._check_kafka_security()
+        self._check_mysql_tls()
+
+    def _check_kafka_security(self) -> None:
+        if self.kafka_security_protocol in SASL_PROTOCOLS:
+            needs = f"must be set when KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}"
+            if not self.kafka_sasl_username:
+                raise ConfigError("KAFKA_SASL_USERNAME", needs)
+            if not self.kafka_sasl_password:
+                raise ConfigError("KAFKA_SASL_PASSWORD", f"{needs} (or KAFKA_SASL_PASSWORD_FILE)")
+        if self.kafka_ssl_certfile and not self.kafka_ssl_keyfile:
+            raise ConfigError("KAFKA_SSL_CERTFILE", "needs KAFKA_SSL_KEYFILE: a client certificate is presented with its key")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ConfigError("KAFKA_SSL_KEYFILE", "needs KAFKA_SSL_CERTFILE: the key is presented with its certificate")
+        if self.kafka_ssl_key_password and not self.kafka_ssl_keyfile:
+            raise ConfigError("KAFKA_SSL_KEY_PASSWORD", "is set but KAFKA_SSL_KEYFILE is not: there is no key to unlock")
+
+    def _check_mysql_tls(self) -> None:
+        if self.mysql_ssl_mode.startswith("verify_") and not self.mysql_ssl_ca:
+            raise ConfigError("MYSQL_SSL_CA", f"must name the CA certificate when MYSQL_SSL_MODE is {self.mysql_ssl_mode}")
+        if bool(self.mysql_ssl_cert) != bool(self.mysql_ssl_key):
+            raise ConfigError("MYSQL_SSL_CERT", "and MYSQL_SSL_KEY go together: a client certificate is presented with its key")
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks, so secrets are masked here, not at each caller.
@@ -150,12 +199,13 @@ SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses
 
 # Variables that are not settings but belong in `.env` all the same; this is the one list of
 # them. stack/lib.sh reads the first nine (where the local stack lives, which Kafka it runs,
-# its ports, heap, JVM options and start-up patience), and docker compose interpolates MYSQL_ROOT_PASSWORD
-# into docker-compose.yml. Any other `.env` key is a typo that would otherwise be ignored.
+# its ports, heap, JVM options and start-up patience) and the last two (whether it also runs the
+# secured listener, and its port), and docker compose interpolates MYSQL_ROOT_PASSWORD into
+# docker-compose.yml. Any other `.env` key is a typo that would otherwise be ignored.
 OTHER_VARIABLES: frozenset[str] = frozenset({
     "STACK_DIR", "KAFKA_HOME", "KAFKA_VERSION", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT",
     "KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_START_TIMEOUT", "MYSQL_START_TIMEOUT",
-    "MYSQL_ROOT_PASSWORD",
+    "MYSQL_ROOT_PASSWORD", "STACK_SECURITY", "KAFKA_SASL_SSL_PORT",
 })
 # docker compose also takes its own options (COMPOSE_PROJECT_NAME, COMPOSE_PROFILES, …) from `.env`.
 COMPOSE_OPTION_PREFIX = "COMPOSE_"

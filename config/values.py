@@ -56,6 +56,32 @@ def choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
+def named_choice(*allowed: str) -> Callable[[str, str], str]:
+    """One of `allowed`, in any case, given back as spelt there (`sasl_ssl` -> `SASL_SSL`)."""
+    by_upper = {name.upper(): name for name in allowed}
+
+    def parse(variable: str, raw: str) -> str:
+        value = by_upper.get(raw.strip().upper())
+        if value is None:
+            raise ConfigError(variable, f"must be one of {', '.join(allowed)}", raw)
+        return value
+
+    return parse
+
+
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def boolean(variable: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ConfigError(variable, "must be true or false", raw)
+
+
 def bootstrap_servers(variable: str, raw: str) -> str:
     servers = [part.strip() for part in raw.split(",") if part.strip()]
     if not servers:
@@ -75,6 +101,14 @@ def project_path(variable: str, raw: str) -> Path:
 def optional_text(variable: str, raw: str) -> str:
     """A value that may be left empty, which turns its feature off."""
     return raw.strip()
+
+
+def optional_path(variable: str, raw: str) -> str:
+    """A file that may be left unnamed (empty); a relative one is taken from the project, as project_path."""
+    value = raw.strip()
+    if "\n" in value or "\x00" in value:
+        raise ConfigError(variable, "must be a path on one line", raw)
+    return str(project_path(variable, value)) if value else ""
 
 
 MLFLOW_MODEL_PREFIX = "models:/"

@@ -11,6 +11,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from config import Settings
+from messaging.kafka_security import (
+    KAFKA_AUTHORIZATION_ERRORS,
+    KafkaAccessRefused,
+    kafka_client_options,
+    principal,
+    start_kafka_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +33,13 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
     """Create whichever of `topics` do not exist yet; returns the ones this call created.
 
     Several instances may start at once, so "already exists" from a concurrent creator is fine.
+    Kafka refusing the client (credentials, certificate, protocol) or the creation (an ACL) raises
+    KafkaAccessRefused, which no retry gets past.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="topic-setup")
-    await admin.start()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="topic-setup", **kafka_client_options(settings)
+    )
+    await start_kafka_client(admin, settings)
     try:
         missing = sorted(set(topics) - set(await admin.list_topics()))
         if not missing:
@@ -41,6 +52,11 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
             error = for_code(error_code) if error_code else None
             if error is None:
                 created.append(topic)
+            elif error in KAFKA_AUTHORIZATION_ERRORS:
+                raise KafkaAccessRefused(
+                    f"Kafka denied {principal(settings)} creating topic {topic}: grant it CREATE on that topic (or on the"
+                    f" cluster), or create the topic beforehand with {settings.topic_partitions} partitions"
+                )
             elif error is not TopicAlreadyExistsError:
                 raise error(f"cannot create topic {topic!r}")
         await _wait_for_leaders(admin, missing)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiomysql
 import pymysql
 
-from config import Settings
+from config import ConfigError, Settings
 from errors import SetupError
 from features.user import UserFeatures
 
@@ -20,22 +22,125 @@ log = logging.getLogger(__name__)
 # the server has already dropped.
 POOL_RECYCLE_S = 3600
 CONNECT_TIMEOUT_S = 5
+# OpenSSL's verify code for a certificate that does not name the host connected to.
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+
+class MySQLTLSRefused(SetupError, pymysql.err.OperationalError):
+    """TLS with MySQL failed for what it was shown (an untrusted certificate, no TLS at all), so
+    retrying cannot help. Also an OperationalError, so programs that report MySQL errors report it."""
+
+
+def mysql_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for aiomysql's `ssl=` (or pymysql's), as MYSQL_SSL_MODE asks; None when disabled.
+
+    `required` encrypts without checking the certificate, verify_ca checks it against MYSQL_SSL_CA,
+    verify_identity also that it names MYSQL_HOST. MYSQL_SSL_CERT and MYSQL_SSL_KEY, when set, are
+    presented to a server that asks for a client certificate. A file that cannot be used raises
+    ConfigError naming its setting.
+    """
+    mode = settings.mysql_ssl_mode
+    if mode == "disabled":
+        return None
+    if mode == "required":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        _check_readable("MYSQL_SSL_CA", settings.mysql_ssl_ca)
+        try:
+            context = ssl.create_default_context(cafile=settings.mysql_ssl_ca)
+        except ssl.SSLError as exc:
+            raise ConfigError("MYSQL_SSL_CA", f"{settings.mysql_ssl_ca} holds no usable CA certificate ({exc.reason or exc})") from None
+        context.check_hostname = mode == "verify_identity"
+        context.verify_mode = ssl.CERT_REQUIRED
+    if settings.mysql_ssl_cert:
+        _check_readable("MYSQL_SSL_CERT", settings.mysql_ssl_cert)
+        _check_readable("MYSQL_SSL_KEY", settings.mysql_ssl_key)
+        try:
+            context.load_cert_chain(settings.mysql_ssl_cert, settings.mysql_ssl_key, password=lambda: "")
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                "MYSQL_SSL_KEY", f"cannot be loaded with MYSQL_SSL_CERT ({exc.reason or exc}): is it the certificate's key, unencrypted?"
+            ) from None
+    return context
+
+
+def _check_readable(variable: str, path: str) -> None:
+    try:
+        with Path(path).open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 async def create_pool(settings: Settings, *, database: str | None = None) -> aiomysql.Pool:
-    return await aiomysql.create_pool(
-        host=settings.mysql_host,
-        port=settings.mysql_port,
-        user=settings.mysql_user,
-        password=settings.mysql_password,
-        db=settings.mysql_database if database is None else database,
-        minsize=1,
-        maxsize=settings.mysql_pool_max_size,
-        # Without autocommit a pooled connection keeps its first snapshot and reads stale rows.
-        autocommit=True,
-        pool_recycle=POOL_RECYCLE_S,
-        connect_timeout=CONNECT_TIMEOUT_S,
-    )
+    """A pool of autocommit connections, over TLS when MYSQL_SSL_MODE asks for it.
+
+    A refused TLS handshake raises MySQLTLSRefused rather than the outage aiomysql reports it as.
+    """
+    context = mysql_ssl_context(settings)
+    try:
+        pool = await aiomysql.create_pool(
+            host=settings.mysql_host,
+            port=settings.mysql_port,
+            user=settings.mysql_user,
+            password=settings.mysql_password,
+            db=settings.mysql_database if database is None else database,
+            minsize=1,
+            maxsize=settings.mysql_pool_max_size,
+            # Without autocommit a pooled connection keeps its first snapshot and reads stale rows.
+            autocommit=True,
+            pool_recycle=POOL_RECYCLE_S,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            ssl=context,
+        )
+    except pymysql.err.OperationalError as exc:
+        refusal = _tls_refusal(settings, exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
+    if context is not None:
+        try:
+            await _require_tls(pool, settings)
+        except BaseException:
+            await close_pool(pool)
+            raise
+    return pool
+
+
+def _tls_refusal(settings: Settings, exc: pymysql.err.OperationalError) -> MySQLTLSRefused | None:
+    """What a failed connection means when TLS itself failed: aiomysql raises "Can't connect" from it."""
+    cause, where = exc.__cause__, f"MySQL at {settings.mysql_host}:{settings.mysql_port}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        if cause.verify_code == X509_V_ERR_HOSTNAME_MISMATCH:
+            return MySQLTLSRefused(
+                f"the certificate of {where} does not name MYSQL_HOST ({cause.verify_message}): connect by a name the"
+                " certificate carries, or set MYSQL_SSL_MODE=verify_ca"
+            )
+        return MySQLTLSRefused(
+            f"the certificate of {where} is not trusted by MYSQL_SSL_CA ({settings.mysql_ssl_ca}): {cause.verify_message};"
+            " set MYSQL_SSL_CA to the certificate of the CA that signed the server's"
+        )
+    if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return MySQLTLSRefused(
+            f"TLS with {where} failed ({cause.reason or cause}): check MYSQL_SSL_MODE, and MYSQL_SSL_CERT and MYSQL_SSL_KEY"
+            " if the server asks for a client certificate"
+        )
+    return None
+
+
+async def _require_tls(pool: aiomysql.Pool, settings: Settings) -> None:
+    # aiomysql quietly goes on without TLS when the server does not offer it; MYSQL_SSL_MODE says
+    # it must not. Asked of the pool's first connection: a server set up without TLS is caught at
+    # start-up. (Someone in the middle who strips the offer from later connections is not: the
+    # server's REQUIRE SSL on the account is what stops that.)
+    rows = await fetch_all(pool, "SHOW SESSION STATUS LIKE 'Ssl_cipher'", (), CONNECT_TIMEOUT_S)
+    if not rows or not rows[0][1]:
+        raise MySQLTLSRefused(
+            f"MySQL at {settings.mysql_host}:{settings.mysql_port} does not offer TLS, yet MYSQL_SSL_MODE={settings.mysql_ssl_mode}:"
+            " turn TLS on in the server (ssl_cert, ssl_key), or set MYSQL_SSL_MODE=disabled"
+        )
 
 
 async def close_pool(pool: aiomysql.Pool) -> None:

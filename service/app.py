@@ -26,7 +26,7 @@ from service.delivery.at_least_once import AtLeastOnce
 from service.delivery.clients import new_consumer, new_producer
 from service.delivery.exactly_once import ExactlyOnce
 from service.delivery.guarantee import Guarantee
-from service.failures import describe_error
+from service.failures import as_setup_error, describe_error
 from service.models.setup import open_models, start_watching, stop_watching
 from service.models.shadow_outputs import ShadowOutputs
 from service.observe.endpoints import serve_endpoints
@@ -134,6 +134,13 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             )
     except ShutdownRequested as exc:
         log.warning("stopped while still %s; nothing in hand was committed, it will be processed on the next start", exc)
+    except Exception as exc:
+        # A refused grant or certificate surfaces from aiokafka or aiomysql as their own error;
+        # stopped with one message that names what to fix, as any other set-up error.
+        refusal = as_setup_error(exc, settings)
+        if refusal is None or refusal is exc:
+            raise
+        raise refusal from exc
     finally:
         await endpoint_scope.aclose()
 

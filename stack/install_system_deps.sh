@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Check (and on Debian/Ubuntu as root, install) the system tools the local stack needs:
-#   java 17+, mvn (only without KAFKA_HOME), MariaDB server + client binaries, kcat.
+#   java 17+, mvn (only without KAFKA_HOME), MariaDB server + client binaries, kcat, and
+#   openssl with STACK_SECURITY=on (certificates and passwords).
 # We install mariadb-server-core rather than mariadb-server: same binaries, but no
 # system service that would auto-start and grab port 3306.
 set -euo pipefail
@@ -41,6 +42,9 @@ if ! command -v mariadb >/dev/null 2>&1; then
 fi
 if ! command -v kcat >/dev/null 2>&1; then
     need kcat "kcat (Kafka CLI used for checks/debugging)"
+fi
+if [[ "$STACK_SECURITY" == on ]] && ! command -v openssl >/dev/null 2>&1; then
+    need openssl "openssl (the secured stack's certificates)"
 fi
 
 ((${#missing_pkgs[@]} == 0)) && exit 0

@@ -19,5 +19,9 @@ report() { # NAME PIDFILE MARKER PORT
 }
 report "Kafka $KAFKA_VERSION" "$KAFKA_PID" "$KAFKA_MARKER" "$KAFKA_PORT"
 report MariaDB "$MARIADB_PID" "$MARIADB_MARKER" "$MYSQL_PORT"
+# The running broker's own configuration says whether it has the secured listener.
+if grep -q '^listeners=.*SASL_SSL://' "$KAFKA_MARKER" 2>/dev/null && pid_is_ours "$KAFKA_PID" "$KAFKA_MARKER"; then
+    info "Kafka SASL_SSL: $(sed -n 's/^listeners=.*SASL_SSL:\/\/\([^,]*\).*/\1/p' "$KAFKA_MARKER"); clients' settings in $SECURITY_DIR/*.env"
+fi
 info "state dir: $STACK_DIR"
 exit "$rc"

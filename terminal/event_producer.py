@@ -17,6 +17,7 @@ from config import Settings
 from events.invalid_samples import random_invalid
 from events.schema import encode_event, encode_key
 from events.synthetic import random_event
+from messaging.kafka_security import kafka_client_options, start_kafka_client
 from messaging.topics import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,10 @@ async def produce_events(
     rng = random.Random(plan.seed)
     await ensure_topics(settings, pipeline_topics(settings))
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="event-producer", acks="all", linger_ms=5
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="event-producer", acks="all", linger_ms=5,
+        **kafka_client_options(settings),
     )
-    await producer.start()
+    await start_kafka_client(producer, settings)
     report = ProducerReport()
     started = last_progress = time.monotonic()
     pending = []

@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from config import Settings
 from events.dead_letter import ERROR_KIND, read_dead_letter_headers
 from events.schema import decode_prediction
+from messaging.kafka_security import kafka_client_options, start_kafka_client
 from messaging.topics import ensure_topics, pipeline_topics
 from terminal.live_view import LiveTally, render
 from terminal.prediction_reader import ReadPlan
@@ -43,8 +44,9 @@ async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, co
         group_id=None,  # a reader: it must never take partitions from the service
         auto_offset_reset="earliest" if plan.from_beginning else "latest",
         isolation_level="read_committed",  # as prediction_reader: committed transactions only
+        **kafka_client_options(settings),
     )
-    await consumer.start()
+    await start_kafka_client(consumer, settings)
     tally = LiveTally()
     try:
         for tp in consumer.assignment():

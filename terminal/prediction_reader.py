@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from config import Settings
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, read_dead_letter_headers
 from events.schema import Prediction, decode_prediction
+from messaging.kafka_security import kafka_client_options, start_kafka_client
 from messaging.topics import ensure_topics, pipeline_topics
 from runtime.text import printable
 from terminal.percentiles import describe_latency
@@ -96,8 +97,9 @@ async def read_records(
         # The service writes in transactions (PROCESSING_GUARANTEE=exactly_once): read only
         # committed ones, so that each event's output is seen once and none from an abort.
         isolation_level="read_committed",
+        **kafka_client_options(settings),
     )
-    await consumer.start()
+    await start_kafka_client(consumer, settings)
     summary = ReaderSummary()
     started = time.monotonic()
     try:

@@ -19,10 +19,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings, load_settings
+from messaging.kafka_security import kafka_client_options
 from model.artifact import ARTIFACT_FILE
 from model.local_registry import LocalRegistry
 from offline_store.loader import load_store
-from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
+from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, mysql_ssl_context
 from tests.factories import save_trained, train
 from tests.integration.service_process import ServiceProcess
 from tools.chaos.tcp_proxy import free_port
@@ -35,7 +36,9 @@ def env_settings(**overrides: str) -> Settings:
 
 
 async def _check_kafka(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000, **kafka_client_options(settings)
+    )
     await asyncio.wait_for(admin.start(), 15)
     try:
         await admin.list_topics()
@@ -45,7 +48,8 @@ async def _check_kafka(settings: Settings) -> None:
 
 async def server_sql(settings: Settings, *statements: str) -> None:
     conn = await aiomysql.connect(host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
-                                  password=settings.mysql_password, autocommit=True, connect_timeout=5)
+                                  password=settings.mysql_password, autocommit=True, connect_timeout=5,
+                                  ssl=mysql_ssl_context(settings))
     try:
         async with conn.cursor() as cursor:
             for statement in statements:
@@ -136,7 +140,7 @@ def pipeline_env(stack_settings, store_database, model_registry) -> Iterator[dic
 
 
 async def _delete_topics(settings: Settings, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import Settings
+from messaging.kafka_security import kafka_client_options
 from service.delivery.decompression import install_decompression_bound
 from service.delivery.outputs import MAX_BATCH_BYTES, MAX_REQUEST_BYTES
 from service.delivery.transactional_producer import transaction_timeout_ms
@@ -25,6 +26,7 @@ def new_producer(settings: Settings, transactional_id: str | None = None) -> AIO
     }
     return AIOKafkaProducer(
         **transactions,
+        **kafka_client_options(settings),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="prediction-service" if transactional_id is None else transactional_id,
         acks="all",
@@ -46,6 +48,7 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
     # Left alone, the client expands a compressed input batch whole, however far that goes.
     install_decompression_bound()
     return AIOKafkaConsumer(
+        **kafka_client_options(settings),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.kafka_group_id,
         client_id="prediction-service",

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from events.schema import InputEvent, Prediction, decode_prediction, encode_event, encode_key
+from messaging.kafka_security import kafka_client_options
 from model.artifact import ARTIFACT_FILE, save_model
 from model.evaluation import Trained
 from model.local_registry import LocalRegistry
@@ -107,7 +108,7 @@ async def read_committed_until(settings: Settings, topic: str, event_ids: Iterab
     wanted = set(event_ids)
     seen: dict[str, Prediction] = {}
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
+                                auto_offset_reset="earliest", isolation_level="read_committed", **kafka_client_options(settings))
     await consumer.start()
     deadline = time.monotonic() + timeout_s
     try:
@@ -123,7 +124,7 @@ async def read_everything(settings: Settings, topic: str, timeout_s: float = 60.
     """Every committed record of `topic`, up to each partition's last stable offset as it is now: a full read,
     so a duplicate anywhere in the topic is seen."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed")
+                                enable_auto_commit=False, isolation_level="read_committed", **kafka_client_options(settings))
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:
@@ -152,7 +153,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def delete_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         if topic in set(await admin.list_topics()):
@@ -208,7 +209,9 @@ class SteadyLoad:
     batches: int = 0
 
     async def run(self, enough: Callable[[int], bool]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all", **kafka_client_options(self.settings)
+        )
         await producer.start()
         try:
             while self.batches < self.max_batches and (self.batches < self.min_batches or not enough(self.batches)):

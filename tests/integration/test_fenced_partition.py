@@ -10,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from messaging.kafka_security import kafka_client_options
 from service.delivery.positions import name
 from service.delivery.transactional_producer import transactional_id
 from service.observe import metrics
@@ -70,7 +71,10 @@ async def hold(settings, fenced: TopicPartition, scratch: str, during, elsewhere
     that partition and to the others, and once the service has hit the fence, commit a transaction
     every COMMIT_EVERY_S for HOLD_S. Returns how many committed; being fenced back raises
     ProducerFenced and fails the test."""
-    owner = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, transactional_id=transactional_id(settings, fenced))
+    owner = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, transactional_id=transactional_id(settings, fenced),
+        **kafka_client_options(settings),
+    )
     await owner.start()
     try:
         await send_to(settings, during, only=fenced.partition)
@@ -90,7 +94,7 @@ async def hold(settings, fenced: TopicPartition, scratch: str, during, elsewhere
 
 async def send_to(settings, records, *, only: int | None = None, avoid: int | None = None) -> None:
     """Send `records` to one input partition (`only`), or in turn to every one but `avoid`."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", **kafka_client_options(settings))
     await producer.start()
     try:
         targets = [only] if only is not None else sorted(set(await producer.partitions_for(settings.input_topic)) - {avoid})

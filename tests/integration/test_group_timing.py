@@ -10,6 +10,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
+from messaging.kafka_security import kafka_client_options
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
@@ -123,7 +124,7 @@ def test_offsets_deleted_by_retention_are_reported_not_skipped_silently(pipeline
 
 
 async def delete_records_before(settings, tp: TopicPartition, offset: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         await admin.delete_records({tp: RecordsToDelete(offset)})

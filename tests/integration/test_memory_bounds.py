@@ -19,6 +19,7 @@ from aiokafka.structs import TopicPartition
 from config import Settings
 from events.dead_letter import read_dead_letter_headers
 from events.schema import MAX_PAGE_NAME_CHARS, encode_key
+from messaging.kafka_security import kafka_client_options
 from service.delivery.decompression import BOMB_KIND, MAX_DECOMPRESSED_BATCH_BYTES
 from tests.conftest import STORE_USERS
 from tests.factories import random_events
@@ -65,7 +66,7 @@ def zstd_bomb_batch(value_bytes: int, chunk_bytes: int = 1024 * 1024) -> bytes:
 
 async def send_raw_batch(settings: Settings, partition: int, batch: bytes) -> int:
     """Append a record batch as built, with no client re-encoding it; returns its offset."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await producer.start()
     try:
         await producer.partitions_for(settings.input_topic)
@@ -83,7 +84,8 @@ async def send_raw_batch(settings: Settings, partition: int, batch: bytes) -> in
 
 
 async def send_to_partition(settings: Settings, records: list[tuple[bytes, bytes]], partition: int) -> None:
-    async with AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all") as producer:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", **kafka_client_options(settings))
+    async with producer:
         deliveries = [await producer.send(settings.input_topic, value, key, partition=partition) for key, value in records]
         await asyncio.gather(*deliveries)
 

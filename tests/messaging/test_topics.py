@@ -4,6 +4,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from messaging.kafka_security import kafka_client_options
 from messaging.topics import ensure_topics
 from tests.conftest import env_settings
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 async def partition_counts(settings, topics):
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}

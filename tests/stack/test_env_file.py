@@ -1,7 +1,10 @@
 """The local stack reads .env as config/ does, so `#` and `$` in a value survive in both."""
 
+import subprocess
+import sys
+
 from config import load_settings
-from tests.stack.shell import clean_environment, run_lib
+from tests.stack.shell import REPO_ROOT, clean_environment, run_lib
 
 PRINT_VALUES = 'load_env_file "$1" && printf "%s\\0" "$MYSQL_PASSWORD" "$MYSQL_USER" "$MYSQL_DATABASE" "$INPUT_TOPIC" "$KAFKA_HEAP_OPTS"'
 ENV_TEXT = """\
@@ -46,3 +49,19 @@ def test_an_unknown_key_stops_the_stack_with_a_suggestion(tmp_path):
     assert result.returncode != 0
     assert "loaded" not in result.stdout
     assert "did you mean LOG_LEVEL?" in result.stderr
+
+
+
+def test_a_secret_set_in_the_environment_takes_its_file_spelling_from_there_too(tmp_path):
+    """MYSQL_PASSWORD_FILE in .env is not handed on when the environment sets MYSQL_PASSWORD: the pair is decided there, as in config/."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("MYSQL_PASSWORD_FILE=secrets/password\nINPUT_TOPIC=events\n")
+
+    def assignments(**environ: str) -> list[str]:
+        result = subprocess.run([sys.executable, str(REPO_ROOT / "stack" / "env_file.py"), str(env_file)],
+                                env=clean_environment(**environ), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    assert assignments() == ["MYSQL_PASSWORD_FILE=secrets/password", "INPUT_TOPIC=events"]
+    assert assignments(MYSQL_PASSWORD="from-env") == ["INPUT_TOPIC=events"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,28 +12,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import load_settings
-from tests.stack.shell import REPO_ROOT, clean_environment
+from tests.stack.shell import REPO_ROOT, clean_environment, free_ports, run_stack
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "pa#ss$word"
 NO_FILE = Path("/nonexistent/.env")
-
-
-def free_ports(count: int) -> list[str]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [str(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def run_stack(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO_ROOT / "stack" / script), *args], env=env,
-                          capture_output=True, text=True, timeout=240)
 
 
 @pytest.fixture(scope="module")

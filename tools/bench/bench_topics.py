@@ -18,6 +18,7 @@ from aiokafka.structs import TopicPartition
 from config import Settings
 from events.schema import encode_event, encode_key
 from events.synthetic import random_event
+from messaging.kafka_security import kafka_client_options
 
 PARTITIONS = 6
 
@@ -29,7 +30,7 @@ TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 async def create_topics(settings: Settings, *topics: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs=TOPIC_CONFIG) for topic in topics])
@@ -44,7 +45,7 @@ async def create_topics(settings: Settings, *topics: str) -> None:
 
 
 async def delete_topics(settings: Settings, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -66,6 +67,7 @@ def events(count: int, users: int, seed: int, distinct_users: bool = False) -> I
 def _producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=2, max_batch_size=256 * 1024,
+        **kafka_client_options(settings),
         compression_type="zstd",
     )
 
@@ -90,7 +92,10 @@ async def load_backlog(settings: Settings, topic: str, records: Iterator[tuple[b
 
 
 async def record_count(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, isolation_level="read_committed",
+        **kafka_client_options(settings),
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -140,6 +145,7 @@ async def read_times(settings: Settings, topic: str, expected: int, timeout_s: f
     decode = msgspec.json.Decoder(WithId).decode
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest",
+        **kafka_client_options(settings),
         isolation_level="read_committed", max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()

@@ -24,6 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from config import COMPRESSION_TYPES, Settings, load_settings
 from events.schema import Prediction, encode_key, encode_prediction
+from messaging.kafka_security import kafka_client_options
 from messaging.topics import ensure_topics
 
 # The codec ids of Kafka's record-batch attributes.
@@ -54,6 +55,7 @@ def wire_bytes(records: list[tuple[bytes, bytes]], codec: str, batch: int) -> in
 async def producer_cpu_s(settings: Settings, records: list[tuple[bytes, bytes]], codec: str, topic: str) -> float:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5,
+        **kafka_client_options(settings),
         compression_type=None if codec == "none" else codec,
     )
     await producer.start()
@@ -90,7 +92,7 @@ async def main() -> None:
                 f"{cpu / len(records) * 1e6:>25.1f}"
             )
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
         await admin.start()
         try:
             await admin.delete_topics([topic])

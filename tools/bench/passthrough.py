@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from config import load_settings
+from messaging.kafka_security import kafka_client_options
 
 
 async def main() -> None:
@@ -29,10 +30,11 @@ async def main() -> None:
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     consumer = AIOKafkaConsumer(
         settings.input_topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.kafka_group_id,
+        **kafka_client_options(settings),
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True,
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True, **kafka_client_options(settings),
         compression_type=None if settings.output_compression == "none" else settings.output_compression,
         max_batch_size=256 * 1024,
     )

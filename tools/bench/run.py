@@ -74,8 +74,10 @@ def prepare(env: dict[str, str]) -> None:
 async def create_database(settings: Settings, name: str) -> None:
     import aiomysql
 
+    from offline_store.mysql import mysql_ssl_context
+
     conn = await aiomysql.connect(host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
-                                  password=settings.mysql_password, autocommit=True)
+                                  password=settings.mysql_password, autocommit=True, ssl=mysql_ssl_context(settings))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "database exists" on every run but the first

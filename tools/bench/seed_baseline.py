@@ -22,9 +22,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import load_settings
 from features.user import UserFeatures
+from messaging.kafka_security import kafka_client_options
 from model.artifact import load_model
 from model.sources import open_model_source
-from offline_store.mysql import EPOCH_SECONDS
+from offline_store.mysql import EPOCH_SECONDS, mysql_ssl_context
 
 QUERY = (
     "SELECT mean_last_3_purchases, purchase_count, "
@@ -45,13 +46,13 @@ async def main() -> None:
     model = load_model(candidate.artifact_path, expected_sha256=candidate.expected_sha256)
     pool = await aiomysql.create_pool(
         host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
-        password=settings.mysql_password, db=settings.mysql_database, autocommit=True,
+        password=settings.mysql_password, db=settings.mysql_database, autocommit=True, ssl=mysql_ssl_context(settings),
     )
     consumer = AIOKafkaConsumer(
         settings.input_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.kafka_group_id, auto_offset_reset="earliest",
+        group_id=settings.kafka_group_id, auto_offset_reset="earliest", **kafka_client_options(settings),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await consumer.start()
     await producer.start()
     try:

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from config import Settings
+from messaging.kafka_security import kafka_client_options
 from messaging.topics import ensure_topics, pipeline_topics
 
 # Each look at the group is bounded, so a broker that stops answering cannot hold the harness.
@@ -29,8 +30,12 @@ async def group_lag(settings: Settings) -> int:
     """Input records past the group's committed offsets (a partition without a commit counts whole)."""
 
     async def probe() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="chaos-probe")
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, client_id="chaos-probe")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers, client_id="chaos-probe", **kafka_client_options(settings)
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, client_id="chaos-probe", **kafka_client_options(settings)
+        )
         await admin.start()
         try:
             await consumer.start()
@@ -54,6 +59,7 @@ async def read_all(settings: Settings, topic: str, timeout_s: float, quiet_s: fl
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, client_id="chaos-verdict", enable_auto_commit=False,
+        **kafka_client_options(settings),
         isolation_level="read_committed", auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()

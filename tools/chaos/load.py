@@ -18,8 +18,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from config import Settings
 from events.schema import InputEvent, InvalidEvent, encode_event, encode_key, parse_event
 from events.synthetic import random_pages
+from messaging.kafka_security import kafka_client_options
 
 INVALID_SHARE = 0.02
 # Like producer.py: a few events from users the store has never seen (cold start).
@@ -94,12 +96,12 @@ class LoadReport:
 
 
 async def send_paced(
-    bootstrap_servers: str, topic: str, plan: list[PlannedEvent], rate_per_s: float, report: LoadReport,
+    settings: Settings, topic: str, plan: list[PlannedEvent], rate_per_s: float, report: LoadReport,
     on_fail: Callable[[str], None],
 ) -> None:
     """Send the plan at `rate_per_s`, keyed by user id; after an outage, the backlog goes at once."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, client_id="chaos-load", acks="all",
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="chaos-load", acks="all", **kafka_client_options(settings),
         # The broker drops a retried batch it already has: a broker killed mid-request must not
         # double an input record, or the verdict would count the service's duplicates wrong.
         enable_idempotence=True, linger_ms=5, request_timeout_ms=REQUEST_TIMEOUT_MS,

@@ -2,7 +2,8 @@
 touching the shared one.
 
 It runs from the same jars as the local stack (their classpath is cached by stack/up.sh) on
-free loopback ports, with its data in the caller's folder.
+free loopback ports, with its data in the caller's folder. A caller may add listeners (say a
+SASL_SSL one), server properties and arguments for formatting its storage (SCRAM users).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tools.chaos.tcp_proxy import free_port
@@ -30,10 +32,18 @@ def _classpath() -> str:
 
 
 class PrivateKafka:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, listeners: Mapping[str, str] | None = None, properties: Sequence[str] = (),
+        format_arguments: Sequence[str] = (),
+    ) -> None:
+        """`listeners` maps each extra listener's name to its security protocol; `ports` then holds its port."""
         self.directory = directory
         self.port = free_port()
         self.controller_port = free_port()
+        self.listener_protocols = dict(listeners or {})
+        self.ports = {name: free_port() for name in self.listener_protocols}
+        self.properties = list(properties)
+        self.format_arguments = list(format_arguments)
         self.log_path = directory / "kafka.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,16 +53,18 @@ class PrivateKafka:
 
     def _write_config(self) -> Path:
         config = self.directory / "server.properties"
+        extra = "".join(f",{name}://127.0.0.1:{port}" for name, port in self.ports.items())
+        protocols = "".join(f",{name}:{protocol}" for name, protocol in self.listener_protocols.items())
         config.write_text(
             "\n".join([
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}{extra}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}{extra}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}",
                 f"log.dirs={self.directory / 'data'}",
                 "offsets.topic.replication.factor=1",
                 "transaction.state.log.replication.factor=1",
@@ -60,6 +72,7 @@ class PrivateKafka:
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
+                *self.properties,
                 "",
             ])
         )
@@ -74,7 +87,7 @@ class PrivateKafka:
         if format_storage:
             # A Kafka Uuid is 16 bytes in base64url; a leading '-' would read as an option.
             cluster_id = "A" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
-            subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *self.format_arguments],
                            check=True, capture_output=True, timeout=120)
         # Appended to, so a restart keeps the lines of the run before it; the readiness check
         # below reads this run's lines only.

@@ -117,7 +117,7 @@ async def run_scenario(stack: ChaosStack, guarantee: str, options: ScenarioOptio
         try:
             started = time.monotonic()
             async with asyncio.TaskGroup() as both:
-                both.create_task(send_paced(settings.kafka_bootstrap_servers, settings.input_topic, plan, options.rate_per_s, load,
+                both.create_task(send_paced(settings, settings.input_topic, plan, options.rate_per_s, load,
                                             reporter.say))
                 timeline = both.create_task(run_timeline(options.timeline, fleet, stack, reporter))
             seconds["load_and_faults"] = round(time.monotonic() - started, 1)

@@ -42,6 +42,9 @@ class ChaosStack:
         loader, the training and the verdict go straight to MySQL, which the proxy may be slowing."""
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            # The private servers speak plaintext, whatever .env says of the shared ones.
+            "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+            "MYSQL_SSL_MODE": "disabled",
             "MYSQL_HOST": "127.0.0.1",
             "MYSQL_PORT": str(self.proxy.port if through_proxy else self.mysql.port),
             "MYSQL_USER": USER,

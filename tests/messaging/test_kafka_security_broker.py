@@ -1,0 +1,192 @@
+"""Refusals as a real broker gives them: a private Kafka with a SASL_SSL listener (SCRAM-SHA-512, a CA
+made for the test), an authorizer that denies what no ACL allows, and a plaintext listener beside it.
+
+What aiokafka raises, and where, is the library's behaviour, not the project's: these tests pin it
+(SaslAuthenticationFailed on bad SCRAM credentials, swallowed by the clients' bootstrap; the ACL
+errors with the topic, group or transactional id in their arguments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+from aiokafka.protocol.admin import CreateAclsRequest
+
+from config import Settings, load_settings
+from errors import SETUP_EXIT_CODE
+from messaging.kafka_security import KafkaAccessRefused, diagnose_bootstrap, kafka_client_options, kafka_refusal, start_kafka_client
+from messaging.topics import ensure_topics
+from service.failures import exit_code, retriable
+from tests.messaging.test_kafka_security import make_certificates
+from tools.chaos.private_kafka import PrivateKafka
+
+pytestmark = pytest.mark.integration
+
+NO_FILE = Path("/nonexistent/.env")
+USER, PASSWORD = "alice", "alice-secret"
+TOPIC = "secured-topic"
+READABLE_TOPIC = "secured-readable-topic"
+# Kafka's ACL codes (org.apache.kafka.common.acl): a TOPIC resource, a LITERAL name, READ, ALLOW.
+TOPIC_RESOURCE, LITERAL, READ, ALLOW = 2, 3, 3, 3
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    plaintext: str  # host:port of the listener without authentication (its clients are super users)
+    sasl_ssl: str
+    ca: Path
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory) -> Iterator[SecuredBroker]:
+    directory = tmp_path_factory.mktemp("secured-kafka")
+    certs = make_certificates(directory / "certs")
+    keystore = directory / "certs" / "keystore.pem"
+    keystore.write_bytes(certs.server_key.read_bytes() + certs.server_cert.read_bytes())
+    kafka = PrivateKafka(
+        directory / "kafka",
+        listeners={"SASL_SSL": "SASL_SSL"},
+        properties=[
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=User:ANONYMOUS",
+        ],
+        format_arguments=["--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
+    ).start()
+    try:
+        yield SecuredBroker(kafka.bootstrap_servers, f"127.0.0.1:{kafka.ports['SASL_SSL']}", certs.ca)
+    finally:
+        kafka.kill()
+
+
+def settings_for(broker: SecuredBroker, **env: str) -> Settings:
+    return load_settings(environ={
+        "KAFKA_BOOTSTRAP_SERVERS": broker.sasl_ssl, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": USER,
+        "KAFKA_SASL_PASSWORD": PASSWORD, "KAFKA_SSL_CAFILE": str(broker.ca), "KAFKA_GROUP_ID": "alice-group", **env,
+    }, env_file=NO_FILE)
+
+
+def super_user(broker: SecuredBroker) -> Settings:
+    """Whoever comes through the plaintext listener, unauthenticated: User:ANONYMOUS, a super user here."""
+    return load_settings(environ={"KAFKA_BOOTSTRAP_SERVERS": broker.plaintext}, env_file=NO_FILE)
+
+
+@pytest.fixture
+async def topic(broker) -> AsyncIterator[str]:
+    """TOPIC, made by a super user: alice has no grant on it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.plaintext, **kafka_client_options(super_user(broker)))
+    await admin.start()
+    try:
+        if TOPIC not in await admin.list_topics():
+            await admin.create_topics([NewTopic(TOPIC, 1, 1)])
+    finally:
+        await admin.close()
+    yield TOPIC
+
+
+@pytest.fixture
+async def readable_topic(broker) -> AsyncIterator[str]:
+    """READABLE_TOPIC, which alice may read (aiokafka's admin client has no call for ACLs: the request is sent as is)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.plaintext, **kafka_client_options(super_user(broker)))
+    await admin.start()
+    try:
+        if READABLE_TOPIC not in await admin.list_topics():
+            await admin.create_topics([NewTopic(READABLE_TOPIC, 1, 1)])
+    finally:
+        await admin.close()
+    host, _, port = broker.plaintext.rpartition(":")
+    conn = await create_conn(host, int(port))
+    try:
+        response = await conn.send(CreateAclsRequest(TOPIC_RESOURCE, READABLE_TOPIC, LITERAL, f"User:{USER}", "*", READ, ALLOW))
+    finally:
+        conn.close()
+    assert [error_code for error_code, *_ in response.creation_responses] == [0]
+    yield READABLE_TOPIC
+
+
+async def test_the_right_credentials_connect_and_a_topic_alice_may_not_create_is_named(broker):
+    settings = settings_for(broker)
+    assert await diagnose_bootstrap(settings) is None
+    with pytest.raises(KafkaAccessRefused, match=f"Kafka denied User:{USER} creating topic alice-new"):
+        await ensure_topics(settings, ["alice-new"])
+
+
+async def test_a_wrong_password_is_refused_with_the_user_and_mechanism(broker):
+    settings = settings_for(broker, KAFKA_SASL_PASSWORD="wrong")
+    host, _, port = broker.sasl_ssl.rpartition(":")
+    with pytest.raises(SaslAuthenticationFailed):
+        await create_conn(host, int(port), **kafka_client_options(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.sasl_ssl, **kafka_client_options(settings))
+    with pytest.raises(KafkaAccessRefused) as caught:
+        await start_kafka_client(admin, settings)
+    assert str(caught.value).startswith(f"Kafka at {broker.sasl_ssl} refused the credentials of {USER} (SCRAM-SHA-512)")
+    assert exit_code(caught.value) == SETUP_EXIT_CODE and not retriable(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "listener", "expected"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, "sasl_ssl", "answers TLS, yet KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL"}, "sasl_ssl", "set KAFKA_SECURITY_PROTOCOL to SASL_PLAINTEXT or SASL_SSL"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "plaintext", "takes no SASL login on that port"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "plaintext", "is no TLS listener, yet KAFKA_SECURITY_PROTOCOL=SASL_SSL"),
+        ({"KAFKA_SSL_CAFILE": ""}, "sasl_ssl", "not trusted by KAFKA_SSL_CAFILE"),
+    ],
+)
+async def test_the_wrong_protocol_for_the_port_is_named(broker, env, listener, expected):
+    settings = settings_for(broker, KAFKA_BOOTSTRAP_SERVERS=getattr(broker, listener), **env)
+    refusal = await diagnose_bootstrap(settings)
+    assert refusal is not None and expected in str(refusal)
+
+
+async def test_writing_without_a_grant_names_the_topic(broker, topic):
+    settings = settings_for(broker)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.sasl_ssl, **kafka_client_options(settings))
+    await start_kafka_client(producer, settings)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError) as caught:
+            await producer.send_and_wait(topic, b"x")
+    finally:
+        await producer.stop()
+    assert caught.value.args == (topic,)
+    assert f"access to topic {topic}" in str(kafka_refusal(caught.value, settings))
+
+
+async def test_a_group_without_a_grant_is_named(broker, readable_topic):
+    settings = settings_for(broker)
+    consumer = AIOKafkaConsumer(readable_topic, bootstrap_servers=broker.sasl_ssl, group_id="alice-group", **kafka_client_options(settings))
+    try:
+        with pytest.raises(GroupAuthorizationFailedError) as caught:
+            await consumer.start()
+            await consumer.getmany(timeout_ms=5_000)
+    finally:
+        await consumer.stop()
+    assert caught.value.args == ("alice-group",)
+    assert "consumer group alice-group" in str(kafka_refusal(caught.value, settings))
+
+
+async def test_a_transactional_id_without_a_grant_is_named(broker):
+    settings = settings_for(broker)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.sasl_ssl, transactional_id="alice-group-t-0", **kafka_client_options(settings))
+    try:
+        with pytest.raises(TransactionalIdAuthorizationFailed) as caught:
+            await producer.start()
+    finally:
+        await producer.stop()
+    assert caught.value.args == ("alice-group-t-0",)
+    assert "transactional id alice-group-t-0" in str(kafka_refusal(caught.value, settings))
