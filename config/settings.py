@@ -200,12 +200,13 @@ SETTING_NAMES: frozenset[str] = frozenset(f.metadata["env"] for f in dataclasses
 # Variables that are not settings but belong in `.env` all the same; this is the one list of
 # them. stack/lib.sh reads the first nine (where the local stack lives, which Kafka it runs,
 # its ports, heap, JVM options and start-up patience) and the last two (whether it also runs the
-# secured listener, and its port), and docker compose interpolates MYSQL_ROOT_PASSWORD into
-# docker-compose.yml. Any other `.env` key is a typo that would otherwise be ignored.
+# secured listener, and its port), and docker compose interpolates MYSQL_ROOT_PASSWORD,
+# MYSQL_LOADER_PASSWORD and GRAFANA_ADMIN_PASSWORD into docker-compose.yml. Any other `.env` key
+# is a typo that would otherwise be ignored.
 OTHER_VARIABLES: frozenset[str] = frozenset({
     "STACK_DIR", "KAFKA_HOME", "KAFKA_VERSION", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT",
     "KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_START_TIMEOUT", "MYSQL_START_TIMEOUT",
-    "MYSQL_ROOT_PASSWORD", "STACK_SECURITY", "KAFKA_SASL_SSL_PORT",
+    "MYSQL_ROOT_PASSWORD", "MYSQL_LOADER_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "STACK_SECURITY", "KAFKA_SASL_SSL_PORT",
 })
 # docker compose also takes its own options (COMPOSE_PROJECT_NAME, COMPOSE_PROFILES, …) from `.env`.
 COMPOSE_OPTION_PREFIX = "COMPOSE_"

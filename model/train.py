@@ -26,6 +26,7 @@ import pymysql
 
 from config import Settings
 from config.values import MLFLOW_MODEL_PREFIX, PROJECT_ROOT
+from errors import SetupError
 from features.contract import FeatureContract
 from features.user import UserFeatures
 from model.artifact import ARTIFACT_FILE, copy_atomically, metadata_path, save_model
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         known_users, built_at_s = asyncio.run(fetch_store(settings))
+    except SetupError as exc:  # a setting to fix (a MYSQL_SSL_* file, TLS refused): its message, not a traceback
+        log.error("%s", exc)
+        return exc.exit_code
     except pymysql.err.MySQLError as exc:
         log.error("cannot read user features from MySQL at %s:%s: %s (run `make up` and"
                   " `python -m offline_store.loader` first)", settings.mysql_host, settings.mysql_port, exc)

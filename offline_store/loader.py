@@ -19,6 +19,7 @@ import aiomysql
 import pymysql
 
 from config import Settings
+from errors import SetupError
 from offline_store.history import PurchaseHistory, generate_history
 from offline_store.mysql import close_pool, create_pool
 from runtime.startup import start_program
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("loading the offline store at %s:%s/%s", settings.mysql_host, settings.mysql_port, settings.mysql_database)
     try:
         purchases, users = asyncio.run(load_store(settings, args.users, args.seed, datetime.now(UTC)))
+    except SetupError as exc:  # a setting to fix (a MYSQL_SSL_* file, TLS refused): its message, not a traceback
+        log.error("%s", exc)
+        return exc.exit_code
     except pymysql.err.MySQLError as exc:
         log.error("cannot use MySQL at %s:%s: %s (is it running? `make up` starts a local one)",
                   settings.mysql_host, settings.mysql_port, exc)

@@ -18,7 +18,7 @@ from events.invalid_samples import random_invalid
 from events.schema import encode_event, encode_key
 from events.synthetic import random_event
 from messaging.kafka_security import kafka_client_options, start_kafka_client
-from messaging.topics import ensure_topics, pipeline_topics
+from terminal.topic_setup import ensure_pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ async def produce_events(
     `progress`, when given, is called with the number sent so far instead of the periodic log line.
     """
     rng = random.Random(plan.seed)
-    await ensure_topics(settings, pipeline_topics(settings))
+    await ensure_pipeline_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, client_id="event-producer", acks="all", linger_ms=5,
         **kafka_client_options(settings),

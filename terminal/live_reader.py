@@ -16,9 +16,9 @@ from config import Settings
 from events.dead_letter import ERROR_KIND, read_dead_letter_headers
 from events.schema import decode_prediction
 from messaging.kafka_security import kafka_client_options, start_kafka_client
-from messaging.topics import ensure_topics, pipeline_topics
 from terminal.live_view import LiveTally, render
 from terminal.prediction_reader import ReadPlan
+from terminal.topic_setup import ensure_pipeline_topics
 
 if TYPE_CHECKING:  # rich loads only when the live view is shown
     from rich.console import Console
@@ -36,7 +36,7 @@ async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, co
 
     console = Console() if console is None else console
 
-    await ensure_topics(settings, pipeline_topics(settings))
+    await ensure_pipeline_topics(settings)
     consumer = AIOKafkaConsumer(
         settings.output_topic, settings.dlq_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -17,9 +17,9 @@ from config import Settings
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, read_dead_letter_headers
 from events.schema import Prediction, decode_prediction
 from messaging.kafka_security import kafka_client_options, start_kafka_client
-from messaging.topics import ensure_topics, pipeline_topics
 from runtime.text import printable
 from terminal.percentiles import describe_latency
+from terminal.topic_setup import ensure_pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def read_records(
 ) -> ReaderSummary:
     """Print records until `count` are read, `idle_timeout_s` passes without one, or `stop` is set."""
     # Started before anything was produced, the reader would otherwise see no partitions.
-    await ensure_topics(settings, pipeline_topics(settings))
+    await ensure_pipeline_topics(settings)
     consumer = AIOKafkaConsumer(
         plan.topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,

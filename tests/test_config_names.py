@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from config import OTHER_VARIABLES, SETTING_NAMES, ConfigError, Settings, load_settings, misspelt_variables
+from config import OTHER_VARIABLES, SECRET_FILE_VARIABLES, SETTING_NAMES, ConfigError, Settings, load_settings, misspelt_variables
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NO_FILE = Path("/nonexistent/.env")
@@ -46,13 +46,14 @@ def test_the_stacks_and_composes_variables_are_allowed_in_env_file(tmp_path):
 
 
 def test_other_variables_cover_what_the_stack_and_compose_read():
-    """Every variable stack/*.sh or docker-compose.yml takes from the environment is a setting or in OTHER_VARIABLES."""
+    """Every variable stack/*.sh or docker-compose.yml takes from the environment, with a default (`${X:-d}`) or
+    required (`${X:?message}`), is a setting, a secret's X_FILE spelling or in OTHER_VARIABLES."""
     read = set()
     for path in [*sorted((REPO_ROOT / "stack").glob("*.sh")), REPO_ROOT / "docker-compose.yml"]:
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
-        read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?-", code))
-    assert "STACK_DIR" in read and "MYSQL_ROOT_PASSWORD" in read
-    assert read - SETTING_NAMES - OTHER_VARIABLES == set()
+        read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?[-?]", code))
+    assert {"STACK_DIR", "MYSQL_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= read
+    assert read - SETTING_NAMES - OTHER_VARIABLES - SECRET_FILE_VARIABLES == set()
 
 
 @pytest.mark.parametrize(

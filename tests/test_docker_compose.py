@@ -1,14 +1,17 @@
-"""Static checks of docker-compose.yml, the Dockerfile and .dockerignore.
+"""Static checks of docker-compose.yml, the Dockerfile, .dockerignore and the MariaDB accounts script.
 
 No Docker engine is needed: the compose file is validated against the Compose Specification's
-JSON Schema and cross-checked against `config`, so a broken stack fails here rather than on
-someone's `docker compose up`.
+JSON Schema and cross-checked against `config`, and compose/mariadb-users.sh runs against stand-ins
+of the image's entrypoint functions, so a broken stack fails here rather than on someone's
+`docker compose up`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,11 +20,13 @@ import pytest
 import yaml
 
 import config
+from config.secrets import SECRET_SETTINGS
 from tests.compose_file import (
     COMPOSE_FILE,
     DOCKERFILE,
     DOCKERIGNORE,
     KRAFT_KEYS,
+    REPO_ROOT,
     SCHEMA_FILE,
     InterpolationError,
     depends_on_of,
@@ -33,6 +38,46 @@ from tests.compose_file import (
 # Where the trainer and the service mount the model registry volume.
 MODEL_VOLUME = "model-registry"
 MODEL_REGISTRY_MOUNT = "/app/model/registry"
+# The passwords compose has no default for: without any one of them it refuses to start.
+REQUIRED_PASSWORDS = {
+    "MYSQL_ROOT_PASSWORD": "root-secret",
+    "MYSQL_PASSWORD": "service-secret",
+    "MYSQL_LOADER_PASSWORD": "loader-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+# The settings compose decides for every program rather than forward: how to reach its own Kafka and
+# MariaDB, the secrets (each service adds the one it uses), the database account and name the mariadb
+# service is initialised with, the registry mount and the scraped port. Pinning another one would stop
+# the shell's and `.env`'s value from reaching the containers, so it takes a deliberate edit here.
+DECIDED_BY_COMPOSE = {
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD",
+    "MYSQL_HOST", "MYSQL_PORT", "MYSQL_SSL_MODE", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE",
+    "MODEL_URI", "METRICS_PORT", "METRICS_HOST",
+}
+INIT_SCRIPT = REPO_ROOT / "compose" / "mariadb-users.sh"
+INIT_DIRECTORY = "/docker-entrypoint-initdb.d/"
+# MariaDB's long-term-support lines still maintained; the one compose runs is the test suite's (README).
+MARIADB_LTS = {"10.11", "11.4", "11.8"}
+
+
+def container_environment(service: dict[str, Any], compose_env: dict[str, str]) -> dict[str, str]:
+    """The variables a container of `service` starts with, as compose resolves them: a name given no value is
+    passed through from compose's own environment (the shell over `.env`), and left out when that lacks it."""
+    given = service.get("environment") or {}
+    assert isinstance(given, dict), "the app services' environment is a mapping"
+    valued = environment_of({"environment": {name: value for name, value in given.items() if value is not None}})
+    passed = {name: compose_env[name] for name, value in given.items() if value is None and name in compose_env}
+    return {**valued, **passed}
+
+
+def passed_through(service: dict[str, Any]) -> set[str]:
+    """The names `service` takes from the shell or `.env`, as set there."""
+    return {name for name, value in (service.get("environment") or {}).items() if value is None}
+
+
+def app_settings(service: dict[str, Any], compose_env: dict[str, str], tmp_path: Path) -> config.Settings:
+    """What a program in a container of `service` runs with (the image holds no `.env`)."""
+    return config.load_settings(environ=container_environment(service, compose_env), env_file=tmp_path / "no-such.env")
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +88,8 @@ def raw_compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose(raw_compose: dict[str, Any]) -> dict[str, Any]:
-    """The compose model as `docker compose up` sees it with no variables set (defaults only)."""
-    return interpolate_tree(raw_compose, {})
+    """The compose model as `docker compose up` sees it with only the required passwords set (defaults otherwise)."""
+    return interpolate_tree(raw_compose, REQUIRED_PASSWORDS)
 
 
 @pytest.fixture(scope="module")
@@ -103,31 +148,128 @@ def test_app_services_only_receive_known_setting_names(app_services: dict[str, A
     assert not unknown, f"not in config.SETTING_NAMES (typo, or a setting config lacks): {unknown}"
 
 
+def test_every_setting_reaches_every_app_service(app_services: dict[str, Any]) -> None:
+    """Each app service's environment names every setting of config: one added without compose support fails here."""
+    for name, service in app_services.items():
+        missing = config.SETTING_NAMES - set(service.get("environment") or {})
+        assert not missing, f"{name} lacks {sorted(missing)}: add them to x-app-env in docker-compose.yml"
+
+
+def test_compose_decides_only_the_settings_it_must(app_services: dict[str, Any]) -> None:
+    """Every setting but those compose must decide is passed through from the shell or `.env`, with no default copied."""
+    for name, service in app_services.items():
+        decided = set(service["environment"]) - passed_through(service)
+        assert decided <= DECIDED_BY_COMPOSE, f"{name} pins {sorted(decided - DECIDED_BY_COMPOSE)} instead of passing them through"
+        assert passed_through(service) == config.SETTING_NAMES - decided, name
+
+
+def test_a_setting_from_the_shell_or_env_file_takes_effect(raw_compose: dict[str, Any], tmp_path: Path) -> None:
+    """`PROCESSING_GUARANTEE=at_least_once docker compose up` runs every program at_least_once, and every passed-through
+    setting reaches the containers as given."""
+    compose_env = {**REQUIRED_PASSWORDS, "PROCESSING_GUARANTEE": "at_least_once", "LOG_LEVEL": "debug"}
+    services = interpolate_tree(raw_compose, compose_env)["services"]
+    for name in ("trainer", "prediction-service", "producer", "consumer"):
+        settings = app_settings(services[name], compose_env, tmp_path)
+        assert (settings.processing_guarantee, settings.log_level) == ("at_least_once", "debug"), name
+        given = {variable: f"value of {variable}" for variable in passed_through(services[name])}
+        environ = container_environment(services[name], given)
+        assert {variable: environ[variable] for variable in given} == given, name
+
+
+def test_an_unset_setting_keeps_the_programs_default(compose: dict[str, Any], app_services: dict[str, Any], tmp_path: Path) -> None:
+    """Set nowhere, a passed-through setting is absent from the container, so the program's own default applies."""
+    for name, service in app_services.items():
+        environ = container_environment(service, REQUIRED_PASSWORDS)
+        assert not passed_through(service) & set(environ), name
+        assert app_settings(service, REQUIRED_PASSWORDS, tmp_path).processing_guarantee == config.Settings().processing_guarantee
+
+
 def test_app_service_settings_parse(app_services: dict[str, Any], tmp_path: Path) -> None:
     """The environment each app service gets, with compose defaults substituted, is accepted by config.load_settings."""
     for name, service in app_services.items():
-        environ = environment_of(service)
-        assert environ, f"{name} gets no environment"
         try:
-            settings = config.load_settings(environ=environ, env_file=tmp_path / "no-such.env")
+            settings = app_settings(service, REQUIRED_PASSWORDS, tmp_path)
         except config.ConfigError as error:
             pytest.fail(f"{name}: {error}")
-        # Inside the compose network the brokers and the database are reached by service name.
+        # Inside the compose network the brokers and the database are reached by service name, in plaintext.
         assert settings.kafka_bootstrap_servers == "kafka:9092", name
-        assert settings.mysql_host == "mysql", name
+        assert settings.mysql_host == "mariadb", name
+        assert (settings.kafka_security_protocol, settings.mysql_ssl_mode) == ("PLAINTEXT", "disabled"), name
 
 
-def test_mysql_credentials_match_what_the_app_services_receive(
-    services: dict[str, Any], app_services: dict[str, Any]
+def test_a_host_env_file_for_a_secured_cluster_does_not_leak_into_compose(raw_compose: dict[str, Any], tmp_path: Path) -> None:
+    """A `.env` pointing the programs at the secured local stack still runs compose's programs against compose's own
+    servers, and its Kafka password reaches no container."""
+    secured = {
+        **REQUIRED_PASSWORDS, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9094", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_USERNAME": "producer", "KAFKA_SASL_PASSWORD": "kafka-secret", "MYSQL_HOST": "127.0.0.1",
+        "MYSQL_SSL_MODE": "verify_identity", "MYSQL_SSL_CA": "/somewhere/ca.crt",
+    }
+    services = interpolate_tree(raw_compose, secured)["services"]
+    for name in ("trainer", "prediction-service", "producer", "consumer"):
+        settings = app_settings(services[name], secured, tmp_path)
+        assert (settings.kafka_bootstrap_servers, settings.kafka_security_protocol) == ("kafka:9092", "PLAINTEXT"), name
+        assert (settings.mysql_host, settings.mysql_ssl_mode, settings.kafka_sasl_password) == ("mariadb", "disabled", ""), name
+
+
+@pytest.mark.parametrize("variable", sorted(REQUIRED_PASSWORDS))
+def test_compose_fails_fast_without_each_password(raw_compose: dict[str, Any], variable: str) -> None:
+    """Leaving out any of the four passwords stops compose before it starts anything, naming the variable."""
+    unset = {name: value for name, value in REQUIRED_PASSWORDS.items() if name != variable}
+    with pytest.raises(InterpolationError, match=f"^{variable}: set "):
+        interpolate_tree(raw_compose, unset)
+    with pytest.raises(InterpolationError, match=f"^{variable}: "):
+        interpolate_tree(raw_compose, {**unset, variable: ""})
+
+
+def test_no_password_has_a_default() -> None:
+    """No `${…PASSWORD…:-default}` anywhere: a default password would be a password anyone can read here."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert not re.findall(r"\$\{[A-Z_]*PASSWORD[A-Z_]*:?-", text)
+    assert "GF_SECURITY_ADMIN_PASSWORD" in text
+
+
+def test_each_container_gets_only_the_secrets_it_uses(services: dict[str, Any], app_services: dict[str, Any]) -> None:
+    """The service logs in with its database password and the trainer with the loader's; the producer and the consumer
+    get none, and no container gets a Kafka password (compose's broker asks for none)."""
+    passwords = {name: environment_of({"environment": service["environment"]}) for name, service in app_services.items()}
+    assert passwords["prediction-service"]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_PASSWORD"]
+    assert passwords["trainer"]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_LOADER_PASSWORD"]
+    for name in ("producer", "consumer"):
+        assert passwords[name]["MYSQL_PASSWORD"] == "", name
+    for name, environ in passwords.items():
+        assert all(environ[secret] == "" for secret in SECRET_SETTINGS if secret != "MYSQL_PASSWORD"), name
+        assert not set(environ) & config.SECRET_FILE_VARIABLES, f"{name}: an X_FILE names a file on the host"
+
+
+def test_the_database_accounts_are_the_ones_the_programs_log_in_with(
+    services: dict[str, Any], app_services: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The database, user and password MySQL is initialised with are the ones every app service logs in with."""
-    mysql_env = environment_of(services["mysql"])
-    for name, service in app_services.items():
-        app_env = environment_of(service)
-        for variable in ("MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD"):
-            assert app_env.get(variable) == mysql_env.get(variable), f"{name}: {variable} differs from mysql's"
-        assert app_env.get("MYSQL_PORT", "3306") == "3306", f"{name}: MYSQL_PORT is not mysql's container port"
-    assert mysql_env.get("MYSQL_USER") != "root", "the mysql image refuses MYSQL_USER=root"
+    """MariaDB is initialised with the database and the two accounts the service and the trainer use, and no
+    all-powerful MARIADB_USER."""
+    db_env = environment_of(services["mariadb"])
+    service = app_settings(app_services["prediction-service"], REQUIRED_PASSWORDS, tmp_path)
+    trainer = app_settings(app_services["trainer"], REQUIRED_PASSWORDS, tmp_path)
+    assert (service.mysql_user, service.mysql_password) == (db_env["PREDICTION_SERVICE_USER"], db_env["PREDICTION_SERVICE_PASSWORD"])
+    assert (trainer.mysql_user, trainer.mysql_password) == (db_env["PREDICTION_LOADER_USER"], db_env["PREDICTION_LOADER_PASSWORD"])
+    assert service.mysql_user != trainer.mysql_user
+    assert db_env["MARIADB_ROOT_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_ROOT_PASSWORD"]
+    for name in app_services:
+        settings = app_settings(app_services[name], REQUIRED_PASSWORDS, tmp_path)
+        assert (settings.mysql_database, settings.mysql_port) == (db_env["MARIADB_DATABASE"], 3306), name
+    assert not {"MARIADB_USER", "MYSQL_USER", "MARIADB_PASSWORD", "MYSQL_PASSWORD"} & set(db_env)
+
+
+def test_the_database_is_mariadb_lts(services: dict[str, Any]) -> None:
+    """Compose runs MariaDB, the engine the tests run, on a long-term-support line, with its accounts script mounted
+    where the image runs it at first start."""
+    image, _, tag = services["mariadb"]["image"].partition(":")
+    assert image == "mariadb" and tag in MARIADB_LTS, services["mariadb"]["image"]
+    mounts = [volume.split(":") for volume in services["mariadb"]["volumes"]]
+    [script] = [mount for mount in mounts if mount[1].startswith(INIT_DIRECTORY)]
+    assert (REPO_ROOT / script[0]).resolve() == INIT_SCRIPT and script[2:] == ["ro"]
+    # The entrypoint runs an executable script in a process of its own, without the functions it uses.
+    assert not os.access(INIT_SCRIPT, os.X_OK), f"{INIT_SCRIPT} must not be executable: the entrypoint sources it"
 
 
 def test_kafka_has_a_complete_single_node_kraft_config(services: dict[str, Any]) -> None:
@@ -155,21 +297,80 @@ def test_kafka_has_a_complete_single_node_kraft_config(services: dict[str, Any])
     assert "kafka:9092" in advertised.values(), "containers bootstrap from kafka:9092, so it must be advertised"
 
 
-def test_kafka_default_partitions_match_the_service(services: dict[str, Any], app_services: dict[str, Any]) -> None:
-    """Auto-created topics get as many partitions as the service creates, so a scaled service can share them."""
+# The functions of the mariadb image's entrypoint that compose/mariadb-users.sh uses, as the image
+# defines them (docker_process_sql prints what it would run).
+ENTRYPOINT_STUBS = r"""
+set -eo pipefail
+mysql_note() { :; }
+mysql_error() { echo "ERROR $*" >&2; exit 1; }
+docker_sql_escape_string_literal() {
+    local newline=$'\n'
+    local escaped=${1//\\/\\\\}
+    escaped="${escaped//$newline/\\n}"
+    echo "${escaped//\'/\\\'}"
+}
+docker_process_sql() { cat; }
+. "$1"
+"""
+
+
+def run_init_script(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", ENTRYPOINT_STUBS, "entrypoint", str(INIT_SCRIPT)], env={"PATH": os.environ["PATH"], **environ},
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_the_init_script_creates_two_accounts_with_least_privilege(services: dict[str, Any]) -> None:
+    """The service's account may SELECT the two feature tables and nothing else; the loader's may write the store's
+    database; nobody gets anything on *.*; quotes in a password stay data."""
+    db_env = {**environment_of(services["mariadb"]), "PREDICTION_SERVICE_PASSWORD": "it's\\"}
+    done = run_init_script(db_env)
+    assert done.returncode == 0, done.stderr
+    statements = done.stdout.splitlines()
+    service, loader = "'prediction'@'%'", "'prediction_loader'@'%'"
+    assert f"CREATE USER {service} IDENTIFIED BY 'it\\'s\\\\';" in statements
+    assert f"CREATE USER {loader} IDENTIFIED BY '{db_env['PREDICTION_LOADER_PASSWORD']}';" in statements
+    grants = [line for line in statements if line.startswith("GRANT ")]
+    assert grants == [
+        f"GRANT SELECT, CREATE ON `purchases`.`user_features` TO {service};",
+        f"GRANT SELECT, CREATE ON `purchases`.`feature_set` TO {service};",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX ON `purchases`.* TO {loader};",
+    ]
+    assert [line for line in statements if line.startswith("REVOKE ")] == [
+        f"REVOKE CREATE ON `purchases`.`user_features` FROM {service};",
+        f"REVOKE CREATE ON `purchases`.`feature_set` FROM {service};",
+    ]
+    assert "*.*" not in done.stdout
+
+
+def test_the_init_script_names_its_database_alone_and_refuses_a_shared_account(services: dict[str, Any]) -> None:
+    """`_` in the database's name is no wildcard in the loader's grant; MYSQL_USER named as the loader's account is refused."""
+    db_env = {**environment_of(services["mariadb"]), "MARIADB_DATABASE": "shop_features"}
+    done = run_init_script(db_env)
+    assert "ON `shop\\_features`.* TO 'prediction_loader'@'%';" in done.stdout, done.stderr
+    shared = run_init_script({**db_env, "PREDICTION_SERVICE_USER": db_env["PREDICTION_LOADER_USER"]})
+    assert shared.returncode != 0 and "MYSQL_USER must not be prediction_loader" in shared.stderr
+    assert shared.stdout == "", "nothing runs once a value is refused"
+
+
+@pytest.mark.parametrize("partitions", [None, "12"])
+def test_kafka_default_partitions_match_the_service(raw_compose: dict[str, Any], partitions: str | None, tmp_path: Path) -> None:
+    """Auto-created topics get as many partitions as the service creates, so a scaled service can share them, whether
+    TOPIC_PARTITIONS is left to the default or set."""
+    compose_env = REQUIRED_PASSWORDS if partitions is None else {**REQUIRED_PASSWORDS, "TOPIC_PARTITIONS": partitions}
+    services = interpolate_tree(raw_compose, compose_env)["services"]
     broker_partitions = environment_of(services["kafka"]).get("KAFKA_NUM_PARTITIONS")
-    for name, service in app_services.items():
-        settings = config.load_settings(environ=environment_of(service), env_file=Path("/nonexistent/.env"))
-        assert broker_partitions == str(settings.topic_partitions), name
+    for name in ("trainer", "prediction-service", "producer", "consumer"):
+        assert broker_partitions == str(app_settings(services[name], compose_env, tmp_path).topic_partitions), name
 
 
-def test_mysql_healthcheck_uses_tcp(services: dict[str, Any]) -> None:
-    """The mysql healthcheck pings over TCP, which stays down until initialisation has finished."""
-    test = services["mysql"]["healthcheck"]["test"]
-    command = test if isinstance(test, str) else " ".join(test)
-    assert "mysqladmin ping" in command
-    assert "--protocol=tcp" in command
-    assert "127.0.0.1" in command
+def test_mariadb_healthcheck_connects_over_tcp(services: dict[str, Any]) -> None:
+    """MariaDB is healthy once the image's own check connects over TCP, which stays down until initialisation
+    (database and accounts) has finished, and InnoDB is ready."""
+    test = services["mariadb"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "healthcheck.sh"]
+    assert {"--connect", "--innodb_initialized"} <= set(test[2:])
 
 
 def test_every_awaited_dependency_has_a_healthcheck(services: dict[str, Any]) -> None:
@@ -180,7 +381,7 @@ def test_every_awaited_dependency_has_a_healthcheck(services: dict[str, Any]) ->
         for target, condition in depends_on_of(service).items()
         if condition == "service_healthy"
     }
-    assert {"kafka", "mysql"} <= awaited
+    assert {"kafka", "mariadb"} <= awaited
     for name in awaited:
         healthcheck = services[name].get("healthcheck")
         assert healthcheck and healthcheck.get("test") and not healthcheck.get("disable"), f"{name} has no healthcheck"
@@ -195,13 +396,13 @@ def test_dependencies_exist(services: dict[str, Any]) -> None:
 
 
 def test_prediction_service_waits_for_its_dependencies(services: dict[str, Any]) -> None:
-    """The service starts only after kafka and mysql are healthy and the trainer has exited successfully."""
+    """The service starts only after kafka and mariadb are healthy and the trainer has exited successfully."""
     assert depends_on_of(services["prediction-service"]) == {
         "kafka": "service_healthy",
-        "mysql": "service_healthy",
+        "mariadb": "service_healthy",
         "trainer": "service_completed_successfully",
     }
-    assert depends_on_of(services["trainer"]).get("mysql") == "service_healthy"
+    assert depends_on_of(services["trainer"]).get("mariadb") == "service_healthy"
 
 
 def test_the_model_registry_volume_is_shared_from_trainer_to_service(
@@ -209,7 +410,7 @@ def test_the_model_registry_volume_is_shared_from_trainer_to_service(
 ) -> None:
     """The trainer registers into, and the service reads from, one named volume mounted where MODEL_URI points on both."""
     for name in ("trainer", "prediction-service"):
-        settings = config.load_settings(environ=environment_of(services[name]), env_file=tmp_path / "no-such.env")
+        settings = app_settings(services[name], REQUIRED_PASSWORDS, tmp_path)
         assert settings.model_uri == MODEL_REGISTRY_MOUNT, f"{name}: MODEL_URI is {settings.model_uri}"
     expected = {"trainer": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}", "prediction-service": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}:ro"}
     for name, mount in expected.items():
@@ -222,7 +423,7 @@ def test_the_trainer_promotes_and_the_service_polls_so_a_retrain_needs_no_restar
     command = " ".join(services["trainer"]["command"])
     assert "python -m offline_store.loader" in command
     assert re.search(r"python -m model\.train( \S+)* --promote\b", command), command
-    settings = config.load_settings(environ=environment_of(services["prediction-service"]), env_file=tmp_path / "no-such.env")
+    settings = app_settings(services["prediction-service"], REQUIRED_PASSWORDS, tmp_path)
     assert settings.model_poll_s > 0, "MODEL_POLL_S=0 would leave a retrained model waiting for a SIGHUP"
 
 
@@ -235,9 +436,10 @@ def test_the_model_settings_are_forwarded_from_the_host(raw_compose: dict[str, A
         "SHADOW_MODEL_URI": f"{MODEL_REGISTRY_MOUNT}/versions/20261205T101500Z-3f9a1c22be/model.joblib",
         "SHADOW_OUTPUT_TOPIC": "shadow_predictions",
     }
-    services = interpolate_tree(raw_compose, given)["services"]
+    compose_env = {**REQUIRED_PASSWORDS, **given}
+    services = interpolate_tree(raw_compose, compose_env)["services"]
     for name in ("trainer", "prediction-service"):
-        environ = environment_of(services[name])
+        environ = container_environment(services[name], compose_env)
         assert {variable: environ.get(variable) for variable in given} == given, name
         settings = config.load_settings(environ=environ, env_file=tmp_path / "no-such.env")
         assert (settings.model_uri, settings.model_poll_s, settings.shadow_output_topic) == (
@@ -274,9 +476,9 @@ def test_the_service_is_healthy_only_when_readyz_says_so_and_the_producer_waits_
 
 
 def test_images_we_do_not_build_are_pinned_to_a_version(services: dict[str, Any]) -> None:
-    """Kafka, MySQL, Prometheus and Grafana name an exact version tag, never `latest` or none."""
+    """Kafka, MariaDB, Prometheus and Grafana name an exact version tag, never `latest` or none."""
     pulled = {name: service["image"] for name, service in services.items() if "build" not in service}
-    assert {"kafka", "mysql", "prometheus", "grafana"} <= set(pulled)
+    assert {"kafka", "mariadb", "prometheus", "grafana"} <= set(pulled)
     for name, image in pulled.items():
         _, _, tag = image.rpartition(":")
         assert re.fullmatch(r"v?\d+(\.\d+)+", tag), f"{name}: {image} is not pinned to a version"
