@@ -5,7 +5,6 @@ clients' env files give the programs working settings."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 import stat
 import uuid
@@ -18,53 +17,24 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, TransactionalIdAuthorizationFailed
-from dotenv import dotenv_values
 
 from config import Settings, load_settings
 from messaging.kafka_security import kafka_client_options
 from messaging.topics import ensure_topics, pipeline_topics
 from offline_store.mysql import mysql_ssl_context
-from tests.stack.shell import REPO_ROOT, private_stack_environment, run_stack
+from tests.integration.secured_stack import DEV_PASSWORD, NO_FILE, copy_kafka_classpaths, env_file, running_secured_stack, settings_of
+from tests.stack.shell import private_stack_environment, run_stack
 
 pytestmark = pytest.mark.integration
 
-# Quotes, a backslash and SQL comment marks: the bootstrap SQL must carry it as data.
-DEV_PASSWORD = "it's a \\ pass'word; -- #$"
-NO_FILE = Path("/nonexistent/.env")
 T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
 def secured_stack(tmp_path_factory) -> Iterator[dict[str, str]]:
     """A private stack started with STACK_SECURITY=on, purged afterwards."""
-    stack_dir = tmp_path_factory.mktemp("secured-stack")
-    # Reuse resolved Kafka classpaths (they name jars in ~/.m2), sparing Maven runs.
-    (stack_dir / "kafka").mkdir()
-    for cached in (REPO_ROOT / ".stack" / "kafka").glob("*classpath-*.txt"):
-        shutil.copy(cached, stack_dir / "kafka")
-    env = private_stack_environment(stack_dir, STACK_SECURITY="on", MYSQL_PASSWORD=DEV_PASSWORD, MYSQL_START_TIMEOUT="30",
-                                    KAFKA_HEAP_OPTS="-Xms128m -Xmx384m")
-    try:
-        started = run_stack("up.sh", env)
-        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    with running_secured_stack(tmp_path_factory.mktemp("secured-stack")) as env:
         yield env
-    finally:
-        stopped = run_stack("down.sh", env, "--purge")
-        assert stopped.returncode == 0, stopped.stderr
-        assert not stack_dir.exists()
-
-
-def env_file(stack: dict[str, str], name: str) -> dict[str, str]:
-    values = dotenv_values(Path(stack["STACK_DIR"]) / "security" / f"{name}.env")
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def settings_of(stack: dict[str, str], *names: str) -> Settings:
-    """The programs' settings with the env files `names` as their environment."""
-    environ: dict[str, str] = {}
-    for name in names:
-        environ |= env_file(stack, name)
-    return load_settings(environ=environ, env_file=NO_FILE)
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:
@@ -245,9 +215,7 @@ def test_a_second_up_keeps_users_and_acls_without_redoing_them(secured_stack, to
 def test_a_plain_stack_restarted_secured_gets_its_users_and_acls(tmp_path):
     """A stack formatted without SCRAM users: up.sh with STACK_SECURITY=on first asks for a restart, then adds users and ACLs."""
     stack_dir = tmp_path / "stack"
-    (stack_dir / "kafka").mkdir(parents=True)
-    for cached in (REPO_ROOT / ".stack" / "kafka").glob("*classpath-*.txt"):
-        shutil.copy(cached, stack_dir / "kafka")
+    copy_kafka_classpaths(stack_dir)
     plain = private_stack_environment(stack_dir, MYSQL_START_TIMEOUT="30", KAFKA_HEAP_OPTS="-Xms128m -Xmx384m")
     secured = {**plain, "STACK_SECURITY": "on"}
     try:
