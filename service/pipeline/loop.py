@@ -120,7 +120,7 @@ class PredictionLoop:
         events = [event for _, event in batch.valid]
         serving, shadow = self.models.serving, self.models.shadow  # one version each for the whole batch
         predicted = await retry_until_done(
-            lambda: predict_events(events, self._feature_store, serving, self.stats, shadow),
+            lambda: predict_events(events, self._feature_store, serving, self.stats, shadow, self._shadow_outputs is not None),
             dependency="MySQL", action="looking up features", stop=self._stop, backoff=self._backoff,
             on_retry=self.stats.record_retry,
         )

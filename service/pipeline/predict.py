@@ -39,11 +39,13 @@ class Predicted:
 
 async def predict_events(
     events: Sequence[Event], feature_store: FeatureStore, model: PurchaseModel, stats: ServiceStats | None = None,
-    shadow: PurchaseModel | None = None,
+    shadow: PurchaseModel | None = None, shadow_outputs: bool = False,
 ) -> Predicted:
     """One feature lookup and one model call for the whole batch, features taken at each event's own time.
 
-    Infrastructure errors from the feature store propagate: the caller retries them.
+    Infrastructure errors from the feature store propagate: the caller retries them. The shadow's
+    Prediction records are built only with `shadow_outputs`: without a topic to publish them to, a
+    shadow costs its scoring and the comparison, nothing more.
     """
     if not events:
         return Predicted([], [] if shadow is not None else None)
@@ -65,9 +67,8 @@ async def predict_events(
         return Predicted(predictions)
     shadow_numbers = numbers if shadow.contract == model.contract else numeric_inputs(shadow.contract, users, event_at_s)
     shadow_scores = await _score(shadow, pages, shadow_numbers, len(events))
-    return Predicted(
-        predictions, _predictions(events, shadow_scores, shadow.version, predicted_at), probabilities, shadow_scores
-    )
+    shadow_predictions = _predictions(events, shadow_scores, shadow.version, predicted_at) if shadow_outputs else []
+    return Predicted(predictions, shadow_predictions, probabilities, shadow_scores)
 
 
 async def _score(model: PurchaseModel, pages: list[Pages], numbers: NumericInputs, count: int) -> np.ndarray:
