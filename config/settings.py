@@ -104,6 +104,25 @@ class Settings:
     shadow_model_uri: str = setting("SHADOW_MODEL_URI", "", model_location)
     shadow_output_topic: str = setting("SHADOW_OUTPUT_TOPIC", "", optional_text)
 
+    # The closed loop. Purchases, the outcome the model predicts, arrive on PURCHASES_TOPIC. A
+    # prediction is labelled positive when its user has a purchase in (event time, event time +
+    # LABEL_WINDOW_S]; the quality monitor labels it once its window has closed by event time (the
+    # watermark) and a further LABEL_LATE_ALLOWANCE_S has passed for late records.
+    purchases_topic: str = setting("PURCHASES_TOPIC", "purchases", text)
+    label_window_s: int = setting("LABEL_WINDOW_S", 1_800, integer(1, 30 * 86_400))
+    label_late_allowance_s: int = setting("LABEL_LATE_ALLOWANCE_S", 60, integer(0, 86_400))
+    # Quality is computed per model version over the last QUALITY_WINDOW labelled predictions. At
+    # most QUALITY_MAX_PENDING predictions wait for their label; past it, new ones are sampled.
+    quality_window: int = setting("QUALITY_WINDOW", 5_000, integer(10, 10_000_000))
+    quality_max_pending: int = setting("QUALITY_MAX_PENDING", 200_000, integer(100, 100_000_000))
+    # The monitor's snapshots of its figures, read by `consumer.py --live`.
+    quality_topic: str = setting("QUALITY_TOPIC", "prediction_quality", text)
+    quality_metrics_port: int = setting("QUALITY_METRICS_PORT", 9401, integer(0, 65_535))
+    # The purchase sink's consumer group: it writes purchases into the offline store.
+    purchases_group_id: str = setting("PURCHASES_GROUP_ID", "purchase-sink", text)
+    # How often the service asks the store for feature rows changed since its last look.
+    feature_changes_poll_ms: int = setting("FEATURE_CHANGES_POLL_MS", 1_000, integer(50, 600_000))
+
     # exactly_once: outputs and input offsets commit in one Kafka transaction per input
     # partition, so each event has exactly one prediction or dead letter for read_committed
     # readers. at_least_once: cheaper, but a crash or rebalance can publish an event twice.
