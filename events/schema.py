@@ -112,10 +112,10 @@ def parse_event(data: bytes | None) -> Event:
     if event_id[0].isspace() and not event_id.strip():
         raise InvalidEvent("invalid_field", "event_id is blank - at `$.event_id`")
     # Positional: this runs once per event on the hot path.
-    return Event(event_id, raw.user_id, _as_utc(raw.timestamp), _clean_pages(raw.last_three_pages_visited))
+    return Event(event_id, raw.user_id, as_utc(raw.timestamp), _clean_pages(raw.last_three_pages_visited))
 
 
-def _as_utc(timestamp: datetime) -> datetime:
+def as_utc(timestamp: datetime) -> datetime:
     # A timestamp without an offset is taken as UTC rather than the service's local time,
     # so two instances in different zones read the same event the same way.
     if timestamp.tzinfo is None:
