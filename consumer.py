@@ -4,7 +4,9 @@
 
 `--dead-letters` reads DLQ_TOPIC instead and prints why each event was rejected. `--live` reads
 both and keeps one screen up to date: the rate, latency percentiles, a histogram of the
-probabilities, dead letters by kind and predictions per model version.
+probabilities, dead letters by kind and predictions per model version, and, from the quality
+monitor's latest snapshot on QUALITY_TOPIC, each model version's live AUC beside its training AUC,
+log loss, Brier score, calibration and labelled count, with how far its watermark trails now.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record instead of new ones")
     parser.add_argument("--idle-timeout-s", type=float, default=None, help="exit after S seconds without a new record")
     parser.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead of predictions")
-    parser.add_argument("--live", action="store_true", help="one live screen of rates, latencies, probabilities and dead letters")
+    parser.add_argument("--live", action="store_true",
+                        help="one live screen of rates, latencies, probabilities, dead letters and model quality")
     parser.add_argument("--check-config", action="store_true", help="print the effective settings (password masked) and exit")
     args = parser.parse_args(argv)
     if (args.count is not None and args.count < 1) or (args.idle_timeout_s is not None and args.idle_timeout_s <= 0):

@@ -20,6 +20,16 @@ class UserFeatures(NamedTuple):
     is_new_user: bool = False
 
 
+class FeatureChanges(NamedTuple):
+    """Users' rows the offline store rewrote after a given change number, and the last number among them.
+
+    `last_seq` is the number to ask after next time; with no rows, the one asked after.
+    """
+
+    features: dict[int, UserFeatures]
+    last_seq: int
+
+
 class FeatureStore(Protocol):
     async def get_features(self, user_ids: Collection[int]) -> Mapping[int, UserFeatures]:
         """Features of the users that have history; users left out of the result are cold-start."""

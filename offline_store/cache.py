@@ -11,8 +11,13 @@ Two modes, chosen by the size of `user_features` against FEATURE_CACHE_MAX_USERS
 Freshness: features are at most FEATURE_CACHE_TTL_S old while MySQL answers. A store rebuilt by
 the loader reaches the service sooner, within FEATURE_CACHE_VERSION_CHECK_S: the loader bumps
 `feature_set.version` in the transaction that rebuilds `user_features`, and a background task
-reads that one number that often and reloads (or empties) the cache when it changes. Rows a
-lookup was still fetching when the cache was emptied are not kept (see `_get_per_user`).
+reads that one number that often and reloads (or empties) the cache when it changes. A few users'
+rows refreshed by the purchase sink reach it within FEATURE_CHANGES_POLL_MS: each refresh stamps
+its rows with the next `feature_set.change_seq`, and another background task asks for the rows
+stamped past the last number it saw, then puts them in the snapshot, or in place of the cached
+entries of those users (a cold-start entry among them becomes the returning user). Rows a lookup
+was still fetching when the cache was emptied or changed rows arrived are not kept (see
+`_get_per_user`). Neither task touches the hot path: a lookup still costs a dict read.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from features.user import UserFeatures
+from features.user import FeatureChanges, UserFeatures
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ class VersionedStore(Protocol):
     async def count_features(self) -> int: ...
 
     async def get_all_features(self) -> dict[int, UserFeatures]: ...
+
+    async def change_seq(self) -> int | None: ...
+
+    async def changed_features(self, after_seq: int) -> FeatureChanges: ...
 
 
 @dataclass
@@ -69,9 +78,12 @@ class CachedFeatureStore:
     the same job at 3 µs a lookup against 0.3 µs here, measured on this hot path.
 
     The entries belong to one generation of the cache, which moves on each time they are
-    emptied or the snapshot reloaded. The dict is replaced when it does, so every entry in it is
-    of the current generation, and a fetch checks the generation it started in before it writes:
-    that is the one way rows read before a rebuild could reach the new dict.
+    emptied, the snapshot reloaded, or changed rows applied. A fetch checks the generation it
+    started in before it writes: rows it read before a rebuild or a refresh would otherwise
+    overwrite newer ones, and be served for a whole TTL.
+
+    Reloads and applying changes take turns (`_store_turn`), so changes read before a reload are
+    never applied over the rows it loaded.
     """
 
     def __init__(
@@ -81,18 +93,26 @@ class CachedFeatureStore:
         ttl_s: float,
         version_check_s: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        changes_poll_s: float = 1.0,
     ) -> None:
         self._store = store
         self._max_users = max_users
         self._ttl_s = ttl_s
         self._version_check_s = version_check_s
+        self._changes_poll_s = changes_poll_s
         self._clock = clock
         self._snapshot: Snapshot | None = None
         self._entries: dict[int, tuple[float, UserFeatures | None]] = {}
         self._generation = 0
         self._known_version: int | None = None
+        # The last change number whose rows the cache holds; None: the store keeps no numbers.
+        self._known_seq: int | None = None
+        self._store_turn = asyncio.Lock()
         self._refresher: asyncio.Task | None = None
+        self._change_poller: asyncio.Task | None = None
         self._refresh_failing = False
+        self._changes_failing = False
         self._started = False
         self.counters = CacheCounters()
 
@@ -108,12 +128,14 @@ class CachedFeatureStore:
         """Load the snapshot when the table fits, then keep the cache fresh in the background."""
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_periodically())
+        self._change_poller = asyncio.create_task(self._poll_changes_periodically())
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._change_poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
         snapshot = self._snapshot
@@ -129,24 +151,64 @@ class CachedFeatureStore:
         The version is read before the rows, so a snapshot is never labelled newer than its rows:
         a reload that races a rebuild keeps the older label and is redone at the next check.
         """
-        version = await self._store.feature_set_version()
+        async with self._store_turn:
+            version = await self._store.feature_set_version()
+            snapshot = self._snapshot
+            changed = version != self._known_version
+            stale = snapshot is not None and self._clock() - snapshot.loaded_at >= self._ttl_s
+            if self._started and not (changed or stale):
+                return
+            if changed and self._known_version is not None:
+                log.info("the offline store was rebuilt (feature set %s → %s): reloading cached features", self._known_version, version)
+            # Before the rows, like the version: a refresh committed while they are read is fetched
+            # again by the next poll (harmless), never missed.
+            seq = await self._store.change_seq()
+            if await self._store.count_features() <= self._max_users:
+                self._snapshot = Snapshot(await self._store.get_all_features(), self._clock(), version)
+            else:
+                if snapshot is not None:
+                    log.info("user_features outgrew FEATURE_CACHE_MAX_USERS=%d: caching per user", self._max_users)
+                self._snapshot = None
+            self._entries = {}
+            self._generation += 1
+            self._known_version = version
+            self._known_seq = seq
+            self._started = True
+
+    async def apply_changes(self) -> int:
+        """Fetch the rows refreshed since the last change seen and put them in the cache; returns how many.
+
+        Refreshes commit in the order of their numbers (they take the same row lock to get one),
+        so once number n is seen no refresh numbered below it can still appear.
+        """
+        async with self._store_turn:
+            if self._known_seq is None:
+                return 0
+            changes = await self._store.changed_features(self._known_seq)
+            if changes.features:
+                self._apply(changes.features)
+                log.debug("applied %d refreshed feature rows (changes %d → %d)", len(changes.features), self._known_seq, changes.last_seq)
+            self._known_seq = max(self._known_seq, changes.last_seq)
+            return len(changes.features)
+
+    def _apply(self, changed: dict[int, UserFeatures]) -> None:
         snapshot = self._snapshot
-        changed = version != self._known_version
-        stale = snapshot is not None and self._clock() - snapshot.loaded_at >= self._ttl_s
-        if self._started and not (changed or stale):
-            return
-        if changed and self._known_version is not None:
-            log.info("the offline store was rebuilt (feature set %s → %s): reloading cached features", self._known_version, version)
-        if await self._store.count_features() <= self._max_users:
-            self._snapshot = Snapshot(await self._store.get_all_features(), self._clock(), version)
-        else:
-            if snapshot is not None:
-                log.info("user_features outgrew FEATURE_CACHE_MAX_USERS=%d: caching per user", self._max_users)
+        if snapshot is not None:
+            newcomers = sum(user_id not in snapshot.features for user_id in changed)
+            if len(snapshot.features) + newcomers <= self._max_users:
+                # In place and in one step: a lookup sees the rows before or after, never half of them.
+                snapshot.features.update(changed)
+                return
+            log.info("user_features outgrew FEATURE_CACHE_MAX_USERS=%d: caching per user", self._max_users)
             self._snapshot = None
-        self._entries = {}
+            self._entries = {}
+        else:
+            # Only users already cached: the others are fetched when they next come, at their turn.
+            cached = [user_id for user_id in changed if user_id in self._entries]
+            if cached:
+                self._remember(cached, changed, self._clock() + self._ttl_s)
+        # A lookup still fetching may hold these users' rows from before the refresh.
         self._generation += 1
-        self._known_version = version
-        self._started = True
 
     async def _refresh_periodically(self) -> None:
         while True:
@@ -162,6 +224,20 @@ class CachedFeatureStore:
                 if self._refresh_failing:
                     log.info("cached features refreshed again")
                 self._refresh_failing = False
+
+    async def _poll_changes_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._changes_poll_s)
+            try:
+                await self.apply_changes()
+            except Exception as exc:  # noqa: BLE001 - the hot path goes on with what it has
+                if not self._changes_failing:
+                    log.warning("cannot fetch refreshed feature rows (%s: %s); serving what is cached", type(exc).__name__, exc)
+                self._changes_failing = True
+            else:
+                if self._changes_failing:
+                    log.info("refreshed feature rows fetched again")
+                self._changes_failing = False
 
     async def _get_per_user(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
         now = self._clock()
@@ -180,8 +256,8 @@ class CachedFeatureStore:
         if missing:
             generation = self._generation
             fetched = await self._store.get_features(missing)
-            # If the cache was emptied while MySQL answered (a rebuild), these rows may predate it:
-            # kept, they would be served for a full TTL instead of until the next version check.
+            # If the cache was emptied (a rebuild) or refreshed rows were applied while MySQL
+            # answered, these rows may predate them: kept, they would be served for a full TTL.
             # This batch still uses them: they were the store's rows when read, as if the query had
             # finished just before the check, and asking again could chase one rebuild after another.
             if generation == self._generation:

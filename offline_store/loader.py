@@ -1,8 +1,11 @@
 """Create the offline store schema, load synthetic purchase history and compute user features.
 
     python -m offline_store.loader [--users 10000] [--seed 42]
+    python -m offline_store.loader --keep-history
 
-It replaces what the tables held, so running it twice gives the same store.
+It replaces what the tables held, so running it twice gives the same store. With --keep-history
+it keeps the purchases the store holds (streamed ones too): it only creates or updates the
+schema and rebuilds every user's features from them.
 """
 
 from __future__ import annotations
@@ -13,28 +16,22 @@ import logging
 import time
 import warnings
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiomysql
 import pymysql
 
 from config import Settings
 from errors import SetupError
+from offline_store.feature_sql import SQL_DIR, naive_utc, rebuild_statements, sql_statements
 from offline_store.history import PurchaseHistory, generate_history
+from offline_store.migrations import add_missing_columns
 from offline_store.mysql import close_pool, create_pool
 from runtime.startup import start_program
 
 # Named explicitly: run with `python -m`, this module's __name__ is "__main__".
 log = logging.getLogger("offline_store.loader")
 
-SQL_DIR = Path(__file__).resolve().parent
 INSERT_CHUNK_ROWS = 5_000
-
-
-def sql_statements(path: Path) -> list[str]:
-    """The statements of a .sql file: comments dropped, split on `;`."""
-    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
 # user_features as older loaders built it (an age in days as of the load), which this code
@@ -57,6 +54,7 @@ async def create_schema(conn: aiomysql.Connection) -> None:
                 await cursor.execute("DROP TABLE user_features")
             for statement in sql_statements(SQL_DIR / "schema.sql"):
                 await cursor.execute(statement)
+            await add_missing_columns(cursor)
 
 
 async def replace_history(conn: aiomysql.Connection, history: PurchaseHistory) -> None:
@@ -72,6 +70,9 @@ async def replace_history(conn: aiomysql.Connection, history: PurchaseHistory) -
             log.info("loaded %d/%d purchases", start + len(chunk), len(rows))
 
 
+# First in the rebuild's transaction: the row's lock is what the purchase sink's refreshes take
+# first too, so a refresh waits for the whole rebuild (or the rebuild for it), and the table never
+# holds half of one and half of the other.
 BUMP_FEATURE_SET_VERSION = (
     "INSERT INTO feature_set (id, version, built_at) VALUES (1, 1, %(as_of)s)"
     " ON DUPLICATE KEY UPDATE version = version + 1, built_at = VALUES(built_at)"
@@ -80,15 +81,19 @@ BUMP_FEATURE_SET_VERSION = (
 
 async def refresh_features(conn: aiomysql.Connection, as_of: datetime) -> int:
     """Recompute user_features in one transaction; returns how many users have features."""
-    (statement,) = sql_statements(SQL_DIR / "features.sql")
-    naive_utc = as_of.astimezone(UTC).replace(tzinfo=None)
     async with conn.cursor() as cursor:
         await conn.begin()
-        await cursor.execute("DELETE FROM user_features")
-        await cursor.execute(statement, {"as_of": naive_utc})
-        users = cursor.rowcount
-        await cursor.execute(BUMP_FEATURE_SET_VERSION, {"as_of": naive_utc})
-        await conn.commit()
+        try:
+            await cursor.execute(BUMP_FEATURE_SET_VERSION, {"as_of": naive_utc(as_of)})
+            delete, rebuild = rebuild_statements(as_of)
+            await cursor.execute(*delete)
+            await cursor.execute(*rebuild)
+            users = cursor.rowcount
+            await conn.commit()
+        except BaseException:
+            # Rolled back by the server as the connection goes: never back to a pool half done.
+            conn.close()
+            raise
     return users
 
 
@@ -106,10 +111,27 @@ async def load_store(settings: Settings, num_users: int, seed: int, as_of: datet
     return len(history), users
 
 
+async def rebuild_store(settings: Settings, as_of: datetime) -> tuple[int, int]:
+    """Schema and features, keeping the purchases held; returns (purchases, users with features)."""
+    pool = await create_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            await create_schema(conn)
+            users = await refresh_features(conn, as_of)
+            async with conn.cursor() as cursor:
+                await cursor.execute("SELECT COUNT(*) FROM purchases")
+                (purchases,) = await cursor.fetchone()
+    finally:
+        await close_pool(pool)
+    return int(purchases), users
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000, help="users 0..N-1 to generate history for (default 10000)")
     parser.add_argument("--seed", type=int, default=42, help="random seed, for a repeatable store (default 42)")
+    parser.add_argument("--keep-history", action="store_true",
+                        help="keep the purchases held: only create or update the schema and rebuild the features from them")
     args = parser.parse_args(argv)
     if args.users < 1:
         parser.error("--users must be at least 1")
@@ -119,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log.info("loading the offline store at %s:%s/%s", settings.mysql_host, settings.mysql_port, settings.mysql_database)
     try:
-        purchases, users = asyncio.run(load_store(settings, args.users, args.seed, datetime.now(UTC)))
+        if args.keep_history:
+            purchases, users = asyncio.run(rebuild_store(settings, datetime.now(UTC)))
+        else:
+            purchases, users = asyncio.run(load_store(settings, args.users, args.seed, datetime.now(UTC)))
     except SetupError as exc:  # a setting to fix (a MYSQL_SSL_* file, TLS refused): its message, not a traceback
         log.error("%s", exc)
         return exc.exit_code
@@ -127,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot use MySQL at %s:%s: %s (is it running? `make up` starts a local one)",
                   settings.mysql_host, settings.mysql_port, exc)
         return 1
+    if args.keep_history:
+        log.info("offline store ready: %d purchases kept, features rebuilt for %d users, %.1f s",
+                 purchases, users, time.perf_counter() - started)
+        return 0
     log.info(
         "offline store ready: %d purchases for %d users, features for %d users (the rest are cold-start), %.1f s",
         purchases, args.users, users, time.perf_counter() - started,

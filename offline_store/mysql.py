@@ -1,4 +1,5 @@
-"""The MySQL side of the offline store: a connection pool and the per-batch feature lookup."""
+"""The MySQL side of the offline store: a connection pool, the per-batch feature lookup and the
+queries that keep the service's cache fresh (the feature-set version, rows changed since a number)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pymysql
 
 from config import ConfigError, Settings
 from errors import SetupError
-from features.user import UserFeatures
+from features.user import FeatureChanges, UserFeatures
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,9 @@ async def fetch_all(pool: aiomysql.Pool, sql: str, args: Sequence[Any] | Mapping
 # Seconds since the epoch, computed by the server: DATETIME columns hold UTC, and TIMESTAMPDIFF
 # (unlike UNIX_TIMESTAMP) does not depend on the session's time zone.
 EPOCH_SECONDS = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) / 1e6"
-_SELECT_FEATURES = (
-    "SELECT user_id, mean_last_3_purchases, purchase_count, "
-    + EPOCH_SECONDS.format(column="last_purchase_at")
-    + " FROM user_features"
-)
+_FEATURE_COLUMNS = "user_id, mean_last_3_purchases, purchase_count, " + EPOCH_SECONDS.format(column="last_purchase_at")
+_SELECT_FEATURES = f"SELECT {_FEATURE_COLUMNS} FROM user_features"
+_SELECT_CHANGED = f"SELECT {_FEATURE_COLUMNS}, changed_seq FROM user_features"
 
 
 class OfflineStoreNotReady(SetupError):
@@ -191,6 +190,7 @@ class MySQLFeatureStore:
         self._pool = pool
         self._timeout_s = query_timeout_ms / 1000
         self._warned_unversioned = False
+        self._warned_unsequenced = False
 
     async def get_features(self, user_ids: Collection[int]) -> dict[int, UserFeatures]:
         unique_ids = sorted(set(user_ids))
@@ -206,7 +206,7 @@ class MySQLFeatureStore:
         try:
             await fetch_all(self._pool, "SELECT user_id, last_purchase_at FROM user_features LIMIT 1", (), self._timeout_s)
         except (pymysql.err.ProgrammingError, pymysql.err.OperationalError) as exc:
-            if not _is_missing_table_or_column(exc):
+            if not is_missing_table_or_column(exc):
                 raise
             raise OfflineStoreNotReady(
                 f"the offline store has no user_features table with last_purchase_at ({exc.args[-1]}):"
@@ -224,6 +224,28 @@ class MySQLFeatureStore:
                             " a rebuilt store reaches the service only as cached features expire (FEATURE_CACHE_TTL_S)")
             return None
         return int(rows[0][0]) if rows else None
+
+    async def change_seq(self) -> int | None:
+        """The number of the last refresh of a few users' rows (by the purchase sink); None for a store
+        without it, loaded before the sink existed, whose changes then wait for a rebuild or the TTL."""
+        try:
+            rows = await fetch_all(self._pool, "SELECT change_seq FROM feature_set WHERE id = 1", (), self._timeout_s)
+        except (pymysql.err.ProgrammingError, pymysql.err.OperationalError) as exc:
+            if not is_missing_table_or_column(exc):
+                raise
+            if not self._warned_unsequenced:
+                self._warned_unsequenced = True
+                log.warning("the offline store has no feature_set.change_seq (loaded before the purchase sink existed): new"
+                            " purchases reach the service only as cached features expire (FEATURE_CACHE_TTL_S) or the store"
+                            " is rebuilt; `python -m offline_store.loader --keep-history` adds it")
+            return None
+        return int(rows[0][0]) if rows else None
+
+    async def changed_features(self, after_seq: int) -> FeatureChanges:
+        """The rows refreshes rewrote after change number `after_seq`: one query on an index, usually empty."""
+        rows = await fetch_all(self._pool, f"{_SELECT_CHANGED} WHERE changed_seq > %s", (after_seq,), self._timeout_s)
+        features = {row[0]: _to_features(row[:4]) for row in rows}
+        return FeatureChanges(features, max((int(row[4]) for row in rows), default=after_seq))
 
     async def built_at_s(self) -> float | None:
         """When the loader last rebuilt the features, in seconds since the epoch; None if unknown."""
@@ -250,5 +272,5 @@ def _to_features(row: tuple) -> UserFeatures:
 _MISSING_TABLE_OR_COLUMN = frozenset({1051, 1054, 1146})
 
 
-def _is_missing_table_or_column(exc: pymysql.err.MySQLError) -> bool:
+def is_missing_table_or_column(exc: pymysql.err.MySQLError) -> bool:
     return bool(exc.args) and exc.args[0] in _MISSING_TABLE_OR_COLUMN

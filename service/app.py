@@ -214,6 +214,7 @@ def _cache(store: MySQLFeatureStore, settings: Settings) -> CachedFeatureStore |
         return None
     return CachedFeatureStore(
         store, settings.feature_cache_max_users, settings.feature_cache_ttl_s, settings.feature_cache_version_check_s,
+        changes_poll_s=settings.feature_changes_poll_ms / 1000,
     )
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check (and on Debian/Ubuntu as root, install) the system tools the local stack needs:
-#   java 17+, mvn (only without KAFKA_HOME), MariaDB server + client binaries, kcat, and
-#   openssl with STACK_SECURITY=on (certificates and passwords).
+#   java 17+, mvn (only without KAFKA_HOME), MariaDB server + client binaries, kcat, promtool
+#   (the alert rules' tests), and openssl with STACK_SECURITY=on (certificates and passwords).
 # We install mariadb-server-core rather than mariadb-server: same binaries, but no
 # system service that would auto-start and grab port 3306.
 set -euo pipefail
@@ -43,6 +43,9 @@ fi
 if ! command -v kcat >/dev/null 2>&1; then
     need kcat "kcat (Kafka CLI used for checks/debugging)"
 fi
+if ! command -v promtool >/dev/null 2>&1; then
+    need prometheus "promtool (checks and unit-tests monitoring/prometheus/alerts.yml)"
+fi
 if [[ "$STACK_SECURITY" == on ]] && ! command -v openssl >/dev/null 2>&1; then
     need openssl "openssl (the secured stack's certificates)"
 fi
@@ -68,3 +71,10 @@ apt-get "${apt_opts[@]}" install --no-install-recommends "${missing_pkgs[@]}" \
     || { info "install failed; retrying after apt-get update"; apt-get "${apt_opts[@]}" update \
          && apt-get "${apt_opts[@]}" install --no-install-recommends "${missing_pkgs[@]}"; } \
     || die "apt-get install ${missing_pkgs[*]} failed"
+# Debian's prometheus package, installed for promtool, enables and starts a Prometheus server on
+# :9090, the port docker compose's Prometheus publishes; we only want the binary.
+if [[ " ${missing_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 \
+        && [[ -d /run/systemd/system ]]; then
+    info "disabling the prometheus system service the package started (only promtool is needed)"
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

@@ -1,4 +1,5 @@
-"""`consumer.py --live`: reads predictions and dead letters together and redraws the live view."""
+"""`consumer.py --live`: reads predictions and dead letters together, follows the quality monitor's
+snapshots beside them, and redraws the live view."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from events.schema import decode_prediction
 from messaging.kafka_security import kafka_client_options, start_kafka_client
 from terminal.live_view import LiveTally, render
 from terminal.prediction_reader import ReadPlan
+from terminal.quality_feed import QualityFeed
 from terminal.topic_setup import ensure_pipeline_topics
 
 if TYPE_CHECKING:  # rich loads only when the live view is shown
     from rich.console import Console
 
 REFRESH_PER_S = 4
+# The quality feed stops at its next poll; this bounds a feed still waiting on Kafka.
+FEED_STOP_S = 2.0
 
 
 async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, console: Console | None = None) -> LiveTally:
@@ -48,11 +52,14 @@ async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, co
     )
     await start_kafka_client(consumer, settings)
     tally = LiveTally()
+    feed = QualityFeed(settings)
+    feed_stop = asyncio.Event()
+    feed_task = asyncio.create_task(feed.follow(feed_stop))
     try:
         for tp in consumer.assignment():
             await consumer.position(tp)
         last_record = time.monotonic()
-        live = Live(render(tally), console=console, refresh_per_second=REFRESH_PER_S) if console.is_terminal else None
+        live = Live(render(tally, quality=feed.state), console=console, refresh_per_second=REFRESH_PER_S) if console.is_terminal else None
         with live if live is not None else contextlib.nullcontext():
             while not stop.is_set() and (plan.count is None or tally.predictions < plan.count):
                 batches = await consumer.getmany(timeout_ms=1000 // REFRESH_PER_S)
@@ -66,11 +73,14 @@ async def watch_live(settings: Settings, plan: ReadPlan, stop: asyncio.Event, co
                         break
                     _count(record, settings, tally)
                 if live is not None:
-                    live.update(render(tally))
+                    live.update(render(tally, quality=feed.state))
     finally:
+        feed_stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed_task, FEED_STOP_S)
         await consumer.stop()
     if live is None:
-        console.print(render(tally))
+        console.print(render(tally, quality=feed.state))
     return tally
 
 

@@ -1,7 +1,10 @@
-"""What `consumer.py --live` shows: a running tally of predictions and dead letters, and its picture.
+"""What `consumer.py --live` shows: a running tally of predictions and dead letters, the model quality, and its picture.
 
 The tally (`LiveTally`) is plain Python, so it can be tested without a terminal; `render` draws it
 with rich, imported only when a live view is actually shown.
+
+The model quality comes from the quality monitor's latest snapshot (terminal/quality_view.py):
+per model version and role, the live AUC beside the training AUC and the calibration figures.
 
 Two latencies are kept per prediction: the service's (`predicted_at` minus the event's timestamp,
 independent of when this view reads it) and the reader's (receive time minus the event's
@@ -13,15 +16,16 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from events.schema import Prediction
 from runtime.text import printable
 from terminal.percentiles import latency_percentiles
+from terminal.quality_view import QualityState, render_quality
 
 if TYPE_CHECKING:  # rich loads only when a live view is shown
-    from rich.console import Group
+    from rich.console import Group, RenderableType
     from rich.table import Table
 
 PROBABILITY_BINS = 10
@@ -68,8 +72,10 @@ class LiveTally:
         return f"{text}; {self.unreadable} unreadable" if self.unreadable else text
 
 
-def render(tally: LiveTally, now: float | None = None) -> Group:
-    """The live view as a rich renderable: rate and latency, probabilities, dead letters, models."""
+def render(tally: LiveTally, now: float | None = None, quality: QualityState | None = None,
+           wall_now: datetime | None = None) -> Group:
+    """The live view as a rich renderable: rate and latency, probabilities, dead letters, models, and the
+    model quality when `quality` is given. `now` is monotonic (the rate), `wall_now` the clock (the quality's age)."""
     from rich.console import Group
     from rich.table import Table
 
@@ -92,8 +98,11 @@ def render(tally: LiveTally, now: float | None = None) -> Group:
         low = index / PROBABILITY_BINS
         histogram.add_row(f"{low:.1f}–{low + 1 / PROBABILITY_BINS:.1f}", "█" * round(count / top * BAR_CELLS), str(count))
 
-    return Group(rate, histogram, _counts("dead letters by kind", "kind", tally.dead_letters),
-                 _counts("predictions by model version", "model", tally.by_model))
+    parts: list[RenderableType] = [rate, histogram, _counts("dead letters by kind", "kind", tally.dead_letters),
+                                   _counts("predictions by model version", "model", tally.by_model)]
+    if quality is not None:
+        parts.append(render_quality(quality, datetime.now(UTC) if wall_now is None else wall_now))
+    return Group(*parts)
 
 
 def _counts(title: str, heading: str, counts: Counter[str]) -> Table:

@@ -1,50 +1,29 @@
-"""The Grafana dashboard and the Prometheus config in monitoring/ match what the service exports.
+"""The Grafana dashboard and the Prometheus config in monitoring/ match what the service and the quality monitor export.
 
-The exported names come from a scrape of the service's own registry with every kind of series
-present, so a renamed metric fails here rather than as an empty panel.
+The service's names come from a scrape of its own registry with every kind of series present, so a
+renamed metric fails here rather than as an empty panel (tests/monitoring/known_metrics.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from service.observe.health import HealthState
-from service.observe.metrics import build_registry
-from service.observe.model_stats import ModelStats
-from service.observe.stats import STAGES, ServiceStats
+from config import Settings
+from tests.monitoring.known_metrics import (
+    QUALITY_METRIC_NAMES,
+    QUALITY_PER_MODEL,
+    metric_names,
+    monitor_metric_names,
+    service_metric_names,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MONITORING = REPO_ROOT / "monitoring"
 DASHBOARDS = MONITORING / "grafana" / "dashboards"
-
-# PromQL words that look like identifiers but name no metric.
-_KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
-    "inf", "nan", "le",
-}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects: identifiers that are not functions,
-    aggregation keywords, label names, strings, durations or Grafana variables."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings (label values) go first
-    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
-    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range and subquery windows, $__rate_interval
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)  # label lists
-    names = set()
-    for match in re.finditer(r"(?<![\w$.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", expr):
-        name, is_call = match.group(1), match.group(2)
-        if not is_call and name.lower() not in _KEYWORDS:
-            names.add(name)
-    return names
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -65,26 +44,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def exported_names() -> set[str]:
-    """Every sample name of a scrape with each kind of series present (cache, lag, model, histograms)."""
-    stats = ServiceStats()
-    stats.record_dead_letter("not_json", "in", 0, 1)
-    stats.record_batch(2, 1, 1, 0.01)
-    stats.record_retry("MySQL")
-    for stage in STAGES:
-        stats.observe_stage(stage, 0.001)
-    stats.observe_latencies([0.02])
-    stats.set_lag({("in", 0): 3})
-    stats.set_cache(hits=1, misses=1, size=1)
-    stats.mark_batch_started()
-    models = ModelStats(serving_version="v1", shadow_version="v2")
-    models.swaps["serving"] += 1
-    models.refused[("serving", "checksum")] += 1
-    models.source_errors["shadow"] += 1
-    models.compare_shadow(np.array([0.2, 0.7]), np.array([0.3, 0.4]))
-    health = HealthState(stats, stall_after_s=300, model_version="v1", models=models)
-    health.mark_loop_started()
-    text = generate_latest(build_registry(stats, health)).decode()
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    """Every sample name a scrape of the service returns, and every metric the quality monitor defines."""
+    return service_metric_names() | monitor_metric_names()
 
 
 def test_metric_names_are_read_out_of_promql():
@@ -97,14 +58,14 @@ def test_metric_names_are_read_out_of_promql():
     assert metric_names("count by (version) (prediction_service_model_info)") == {"prediction_service_model_info"}
 
 
-def test_every_dashboard_query_names_a_metric_the_service_exports(exported_names):
-    """Each PromQL expression on the dashboard selects only metrics a scrape of the service returns."""
+def test_every_dashboard_query_names_a_metric_the_service_or_the_monitor_exports(exported_names):
+    """Each PromQL expression on the dashboard selects only metrics a scrape of the service or the monitor returns."""
     queries = dashboard_queries()
     assert len(queries) >= 10
     for where, expr in queries:
         names = metric_names(expr)
         assert names, f"{where}: no metric found in {expr!r}"
-        assert names <= exported_names, f"{where}: {sorted(names - exported_names)} not exported by the service"
+        assert names <= exported_names, f"{where}: {sorted(names - exported_names)} exported by neither the service nor the monitor"
 
 
 def test_the_dashboard_covers_what_an_operator_asked_for(exported_names):
@@ -128,12 +89,90 @@ def test_dashboards_use_the_provisioned_data_source():
                 assert ref == {"type": source["type"], "uid": source["uid"]}, (path.name, panel["title"])
 
 
+def dashboard_panels() -> list[dict]:
+    return json.loads((DASHBOARDS / "prediction-service.json").read_text(encoding="utf-8"))["panels"]
+
+
+def row_panels(title: str) -> list[dict]:
+    """The panels below the row called `title`, up to the next row."""
+    panels = dashboard_panels()
+    start = next(index for index, panel in enumerate(panels) if panel["type"] == "row" and panel["title"] == title)
+    below = []
+    for panel in panels[start + 1:]:
+        if panel["type"] == "row":
+            break
+        below.append(panel)
+    return below
+
+
+def test_the_monitor_exports_what_the_dashboard_and_the_alerts_rely_on():
+    assert monitor_metric_names() >= QUALITY_METRIC_NAMES
+
+
+def test_the_model_quality_row_shows_every_figure_the_monitor_exports():
+    """Live against training AUC, log loss, Brier, ECE, calibration, labels, pending, late and sampled out: all in one row."""
+    panels = row_panels("Model quality")
+    used = set().union(*(metric_names(target["expr"]) for panel in panels for target in panel["targets"]))
+    assert used == monitor_metric_names()
+    auc = next(panel for panel in panels if {"prediction_quality_auc", "prediction_quality_training_auc"}
+               <= set().union(*(metric_names(t["expr"]) for t in panel["targets"])))
+    assert len(auc["targets"]) == 2, "live and training AUC belong on one panel, to be read against each other"
+
+
+def test_per_model_quality_is_kept_apart_by_model_version_and_role():
+    """A query of a per-model figure groups by model_version and role and names both in its legend, so versions never blend."""
+    for panel in row_panels("Model quality"):
+        for target in panel["targets"]:
+            if metric_names(target["expr"]) & set(QUALITY_PER_MODEL):
+                assert "by (model_version, role" in target["expr"], (panel["title"], target["expr"])
+                assert "{{model_version}}" in target["legendFormat"] and "{{role}}" in target["legendFormat"], panel["title"]
+            else:
+                assert "model_version" not in target["expr"], (panel["title"], target["expr"])
+
+
+def test_panels_have_unique_ids_and_do_not_overlap():
+    panels = dashboard_panels()
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def scrape_jobs() -> dict[str, dict]:
+    config = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
 def test_prometheus_scrapes_the_compose_service_on_its_metrics_port():
     """prometheus.yml discovers the compose service by name on the METRICS_PORT docker-compose.yml gives it."""
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     port = int(compose["x-app-env"]["METRICS_PORT"])
-    config = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
-    (discovery,) = job["dns_sd_configs"]
+    (discovery,) = scrape_jobs()["prediction-service"]["dns_sd_configs"]
     assert discovery["names"] == ["prediction-service"] and discovery["port"] == port
     assert "prediction-service" in compose["services"]
+
+
+def test_prometheus_scrapes_the_quality_monitor_on_its_default_port():
+    """The quality-monitor job finds the monitor by its compose name on QUALITY_METRICS_PORT's default."""
+    (discovery,) = scrape_jobs()["quality-monitor"]["dns_sd_configs"]
+    assert discovery["names"] == ["quality-monitor"] and discovery["port"] == Settings().quality_metrics_port
+
+
+def test_compose_mounts_every_rule_file_beside_the_prometheus_config():
+    """Prometheus resolves rule_files against its config's directory: each must be mounted there, from monitoring/prometheus/."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    prometheus = compose["services"]["prometheus"]
+    config_flag = next(arg for arg in prometheus["command"] if arg.startswith("--config.file="))
+    config_dir = config_flag.removeprefix("--config.file=").rsplit("/", 1)[0]
+    mounts = {target: source for source, target, *_ in (volume.split(":") for volume in prometheus["volumes"])}
+    rule_files = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())["rule_files"]
+    assert rule_files
+    for rule_file in rule_files:
+        assert mounts.get(f"{config_dir}/{rule_file}") == f"./monitoring/prometheus/{rule_file}", rule_file
+        assert (MONITORING / "prometheus" / rule_file).is_file(), rule_file
