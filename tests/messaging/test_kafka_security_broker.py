@@ -22,15 +22,14 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
-from aiokafka.protocol.admin import CreateAclsRequest
 
 from config import Settings, load_settings
 from errors import SETUP_EXIT_CODE
 from messaging.kafka_security import KafkaAccessRefused, diagnose_bootstrap, kafka_client_options, kafka_refusal, start_kafka_client
 from messaging.topics import ensure_topics
 from service.failures import exit_code, retriable
-from tests.messaging.test_kafka_security import make_certificates
-from tools.chaos.private_kafka import PrivateKafka
+from tools.chaos.secured_kafka import LITERAL, READ, grant, secured_kafka
+from tools.chaos.secured_kafka import TOPIC as TOPIC_RESOURCE
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +37,6 @@ NO_FILE = Path("/nonexistent/.env")
 USER, PASSWORD = "alice", "alice-secret"
 TOPIC = "secured-topic"
 READABLE_TOPIC = "secured-readable-topic"
-# Kafka's ACL codes (org.apache.kafka.common.acl): a TOPIC resource, a LITERAL name, READ, ALLOW.
-TOPIC_RESOURCE, LITERAL, READ, ALLOW = 2, 3, 3, 3
 
 
 @dataclass(frozen=True)
@@ -52,24 +49,10 @@ class SecuredBroker:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory) -> Iterator[SecuredBroker]:
     directory = tmp_path_factory.mktemp("secured-kafka")
-    certs = make_certificates(directory / "certs")
-    keystore = directory / "certs" / "keystore.pem"
-    keystore.write_bytes(certs.server_key.read_bytes() + certs.server_cert.read_bytes())
-    kafka = PrivateKafka(
-        directory / "kafka",
-        listeners={"SASL_SSL": "SASL_SSL"},
-        properties=[
-            "sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found=false",
-            "super.users=User:ANONYMOUS",
-        ],
-        format_arguments=["--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
-    ).start()
+    kafka, ca, _ = secured_kafka(directory, {USER: PASSWORD})
+    kafka.start()
     try:
-        yield SecuredBroker(kafka.bootstrap_servers, f"127.0.0.1:{kafka.ports['SASL_SSL']}", certs.ca)
+        yield SecuredBroker(kafka.bootstrap_servers, f"127.0.0.1:{kafka.ports['SASL_SSL']}", ca)
     finally:
         kafka.kill()
 
@@ -101,7 +84,7 @@ async def topic(broker) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def readable_topic(broker) -> AsyncIterator[str]:
-    """READABLE_TOPIC, which alice may read (aiokafka's admin client has no call for ACLs: the request is sent as is)."""
+    """READABLE_TOPIC, which alice may read."""
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.plaintext, **kafka_client_options(super_user(broker)))
     await admin.start()
     try:
@@ -109,13 +92,7 @@ async def readable_topic(broker) -> AsyncIterator[str]:
             await admin.create_topics([NewTopic(READABLE_TOPIC, 1, 1)])
     finally:
         await admin.close()
-    host, _, port = broker.plaintext.rpartition(":")
-    conn = await create_conn(host, int(port))
-    try:
-        response = await conn.send(CreateAclsRequest(TOPIC_RESOURCE, READABLE_TOPIC, LITERAL, f"User:{USER}", "*", READ, ALLOW))
-    finally:
-        conn.close()
-    assert [error_code for error_code, *_ in response.creation_responses] == [0]
+    await grant(broker.plaintext, [(TOPIC_RESOURCE, READABLE_TOPIC, LITERAL, f"User:{USER}", READ)])
     yield READABLE_TOPIC
 
 
