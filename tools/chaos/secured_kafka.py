@@ -52,19 +52,26 @@ class SecuredListener:
         }
 
 
-def secured_kafka(directory: Path, passwords: dict[str, str] | None = None) -> tuple[PrivateKafka, Path, dict[str, str]]:
+def secured_kafka(directory: Path, passwords: dict[str, str] | None = None, plain_too: bool = False,
+                  ) -> tuple[PrivateKafka, Path, dict[str, str]]:
     """A broker (not started) with a SASL_SSL listener, its CA file, and its SCRAM users' passwords
-    (`passwords`, or a random one for each of the pipeline's principals)."""
+    (`passwords`, or a random one for each of the pipeline's principals). `plain_too` also lets the
+    same users log in with SASL PLAIN, for clients whose SCRAM Kafka 4 refuses (librdkafka before 2.6.1)."""
     ca, keystore = broker_certificates(directory / "certs")
     if passwords is None:
         passwords = {principal: secrets.token_hex(16) for principal in PRINCIPALS}
+    plain = [
+        "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+        + " ".join(f'user_{user}="{password}"' for user, password in passwords.items()) + ";",
+    ] if plain_too else []
     kafka = PrivateKafka(
         directory / "kafka",
         listeners={LISTENER: LISTENER},
         properties=[
-            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}" + (",PLAIN" if plain_too else ""),
             f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            *plain,
             "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found=false",
