@@ -17,6 +17,7 @@ from typing import TypeVar
 from config import Settings
 from errors import ShutdownRequested
 from features.user import FeatureStore
+from messaging.kafka_security import principal
 from messaging.topics import ensure_topics, pipeline_topics
 from offline_store.cache import CachedFeatureStore
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
@@ -113,9 +114,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             if endpoints is not None:
                 endpoints.watch_lag(consumer)
             log.info(
-                "consuming %s as group %s; predictions to %s, dead letters to %s; %s",
+                "consuming %s as group %s; predictions to %s, dead letters to %s; %s; Kafka over %s as %s",
                 settings.input_topic, settings.kafka_group_id, settings.output_topic, settings.dlq_topic,
-                settings.processing_guarantee.replace("_", " "),
+                settings.processing_guarantee.replace("_", " "), settings.kafka_security_protocol, principal(settings),
             )
             ticker = asyncio.create_task(log_stats_periodically(stats, settings.stats_interval_s, _before_summary(stats, cache)))
             watching = start_watching(watchers)

@@ -27,10 +27,9 @@ def test_paced_load_arrives_whole_keyed_like_the_service_and_its_arrival_is_note
     async def run():
         await create_topics(stack_settings, topic)
         try:
-            servers = stack_settings.kafka_bootstrap_servers
-            async with arrivals_watched(servers, topic) as arrived, arrivals_watched(servers, topic, WATCHED) as arrived_one:
+            async with arrivals_watched(stack_settings, topic) as arrived, arrivals_watched(stack_settings, topic, WATCHED) as arrived_one:
                 started = asyncio.get_running_loop().time()
-                sent = await send_paced(servers, topic, iter(sent_events), rate=600, seconds=0.5)
+                sent = await send_paced(stack_settings, topic, iter(sent_events), rate=600, seconds=0.5)
                 took_s = asyncio.get_running_loop().time() - started
                 records = await read_topic(stack_settings, topic, lambda rs: len(rs) >= sent, timeout_s=30)
                 times = await read_times(stack_settings, topic, sent, timeout_s=30)

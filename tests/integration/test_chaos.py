@@ -25,12 +25,12 @@ RUN_TIMEOUT_S = 420
 CLEANUP_S = 120
 
 
-def run_reduced(guarantee: str, tmp_path: Path) -> tuple[int, str, dict[str, Any]]:
+def run_reduced(guarantee: str, tmp_path: Path, *options: str) -> tuple[int, str, dict[str, Any]]:
     """Run the harness; returns its exit code, its output and this guarantee's results."""
     results, log_path = tmp_path / "results.json", tmp_path / "chaos.log"
     with log_path.open("wb") as log:
         harness = subprocess.Popen(
-            [sys.executable, "-m", "tools.chaos", "--reduced", "--guarantee", guarantee, "--json", str(results)],
+            [sys.executable, "-m", "tools.chaos", "--reduced", "--guarantee", guarantee, "--json", str(results), *options],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
@@ -55,6 +55,21 @@ def test_under_faults_no_event_is_lost_every_probability_is_exact_and_exactly_on
     gets a prediction equal to the offline one to 1e-9 and every invalid one a dead letter of its kind;
     under exactly_once none of them twice."""
     code, output, result = run_reduced(guarantee, tmp_path)
+    assert_passed(guarantee, code, output, result)
+    assert result["logins"] == ["PLAINTEXT as User:ANONYMOUS (no KAFKA_SASL_USERNAME)"], output[-4000:]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + CLEANUP_S + 30)
+def test_on_a_secured_listener_each_program_logs_in_as_its_own_principal_and_the_faults_lose_nothing(tmp_path):
+    """The same faults with the instances and the load on a SASL_SSL listener (SCRAM-SHA-512, the run's own CA),
+    under the StandardAuthorizer with only the ACLs the secured stack grants: reconnecting after a killed broker
+    logs in again, and exactly once still holds."""
+    code, output, result = run_reduced("exactly_once", tmp_path, "--secured")
+    assert result["logins"] == ["SASL_SSL as User:prediction-service"], output[-4000:]
+    assert_passed("exactly_once", code, output, result)
+
+
+def assert_passed(guarantee: str, code: int, output: str, result: dict[str, Any]) -> None:
     tail = output[-4000:]
     assert result["caught_up"], tail
     assert result["not_delivered"] == 0, tail

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -26,10 +24,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from config import MASK, ConfigError, Settings, describe_settings, load_settings
 from errors import SETUP_EXIT_CODE
@@ -42,6 +37,7 @@ from messaging.kafka_security import (
     kafka_ssl_context,
     start_kafka_client,
 )
+from tools.chaos.certificates import authority, cert_pem, key_pem, signed
 from tools.chaos.tcp_proxy import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,62 +60,22 @@ class Certificates:
     other_key: Path  # a key that belongs to no certificate
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _authority(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _signed(authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], common_name: str, server: bool
-            ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    ca_key, ca_cert = authority
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
-    encryption = serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-
-
 def make_certificates(directory: Path) -> Certificates:
     """A CA, a server certificate for 127.0.0.1 and a client certificate it signed, and a rogue CA, as PEM files."""
     directory.mkdir(parents=True, exist_ok=True)
-    authority = _authority("test CA")
-    _, rogue = _authority("rogue CA")
-    server_key, server_cert = _signed(authority, "broker", server=True)
-    client_key, client_cert = _signed(authority, "client", server=False)
+    ca = authority("test CA")
+    _, rogue = authority("rogue CA")
+    server_key, server_cert = signed(ca, "broker", server=True)
+    client_key, client_cert = signed(ca, "client", server=False)
     files = {
-        "ca": authority[1].public_bytes(serialization.Encoding.PEM),
-        "rogue_ca": rogue.public_bytes(serialization.Encoding.PEM),
-        "server_cert": server_cert.public_bytes(serialization.Encoding.PEM),
-        "server_key": _key_pem(server_key),
-        "client_cert": client_cert.public_bytes(serialization.Encoding.PEM),
-        "client_key": _key_pem(client_key),
-        "client_key_encrypted": _key_pem(client_key, KEY_PASSWORD),
-        "other_key": _key_pem(ec.generate_private_key(ec.SECP256R1())),
+        "ca": cert_pem(ca[1]),
+        "rogue_ca": cert_pem(rogue),
+        "server_cert": cert_pem(server_cert),
+        "server_key": key_pem(server_key),
+        "client_cert": cert_pem(client_cert),
+        "client_key": key_pem(client_key),
+        "client_key_encrypted": key_pem(client_key, KEY_PASSWORD),
+        "other_key": key_pem(ec.generate_private_key(ec.SECP256R1())),
     }
     for name, content in files.items():
         (directory / f"{name}.pem").write_bytes(content)

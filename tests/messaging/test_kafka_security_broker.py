@@ -8,6 +8,7 @@ errors with the topic, group or transactional id in their arguments).
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,15 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
-from aiokafka.protocol.admin import CreateAclsRequest
 
 from config import Settings, load_settings
 from errors import SETUP_EXIT_CODE
 from messaging.kafka_security import KafkaAccessRefused, diagnose_bootstrap, kafka_client_options, kafka_refusal, start_kafka_client
 from messaging.topics import ensure_topics
 from service.failures import exit_code, retriable
-from tests.messaging.test_kafka_security import make_certificates
-from tools.chaos.private_kafka import PrivateKafka
+from tools.bench.kcat_security import kcat_security_arguments
+from tools.chaos.secured_kafka import LITERAL, READ, grant, secured_kafka
+from tools.chaos.secured_kafka import TOPIC as TOPIC_RESOURCE
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,6 @@ NO_FILE = Path("/nonexistent/.env")
 USER, PASSWORD = "alice", "alice-secret"
 TOPIC = "secured-topic"
 READABLE_TOPIC = "secured-readable-topic"
-# Kafka's ACL codes (org.apache.kafka.common.acl): a TOPIC resource, a LITERAL name, READ, ALLOW.
-TOPIC_RESOURCE, LITERAL, READ, ALLOW = 2, 3, 3, 3
 
 
 @dataclass(frozen=True)
@@ -52,24 +51,10 @@ class SecuredBroker:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory) -> Iterator[SecuredBroker]:
     directory = tmp_path_factory.mktemp("secured-kafka")
-    certs = make_certificates(directory / "certs")
-    keystore = directory / "certs" / "keystore.pem"
-    keystore.write_bytes(certs.server_key.read_bytes() + certs.server_cert.read_bytes())
-    kafka = PrivateKafka(
-        directory / "kafka",
-        listeners={"SASL_SSL": "SASL_SSL"},
-        properties=[
-            "sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found=false",
-            "super.users=User:ANONYMOUS",
-        ],
-        format_arguments=["--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
-    ).start()
+    kafka, ca, _ = secured_kafka(directory, {USER: PASSWORD}, plain_too=True)
+    kafka.start()
     try:
-        yield SecuredBroker(kafka.bootstrap_servers, f"127.0.0.1:{kafka.ports['SASL_SSL']}", certs.ca)
+        yield SecuredBroker(kafka.bootstrap_servers, f"127.0.0.1:{kafka.ports['SASL_SSL']}", ca)
     finally:
         kafka.kill()
 
@@ -101,7 +86,7 @@ async def topic(broker) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def readable_topic(broker) -> AsyncIterator[str]:
-    """READABLE_TOPIC, which alice may read (aiokafka's admin client has no call for ACLs: the request is sent as is)."""
+    """READABLE_TOPIC, which alice may read."""
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.plaintext, **kafka_client_options(super_user(broker)))
     await admin.start()
     try:
@@ -109,13 +94,7 @@ async def readable_topic(broker) -> AsyncIterator[str]:
             await admin.create_topics([NewTopic(READABLE_TOPIC, 1, 1)])
     finally:
         await admin.close()
-    host, _, port = broker.plaintext.rpartition(":")
-    conn = await create_conn(host, int(port))
-    try:
-        response = await conn.send(CreateAclsRequest(TOPIC_RESOURCE, READABLE_TOPIC, LITERAL, f"User:{USER}", "*", READ, ALLOW))
-    finally:
-        conn.close()
-    assert [error_code for error_code, *_ in response.creation_responses] == [0]
+    await grant(broker.plaintext, [(TOPIC_RESOURCE, READABLE_TOPIC, LITERAL, f"User:{USER}", READ)])
     yield READABLE_TOPIC
 
 
@@ -190,3 +169,28 @@ async def test_a_transactional_id_without_a_grant_is_named(broker):
         await producer.stop()
     assert caught.value.args == ("alice-group-t-0",)
     assert "transactional id alice-group-t-0" in str(kafka_refusal(caught.value, settings))
+
+
+def kcat_metadata(broker: SecuredBroker, **env: str) -> subprocess.CompletedProcess[str]:
+    """kcat (the benchmark's load and watcher) asking the SASL_SSL listener for its metadata."""
+    settings = settings_for(broker, **env)
+    command = ["kcat", *kcat_security_arguments(settings), "-b", settings.kafka_bootstrap_servers, "-L", "-m", "10"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_kcat_logs_in_with_the_projects_settings_and_no_password_on_its_command_line(broker):
+    """kcat checks the broker's certificate against KAFKA_SSL_CAFILE and logs in as KAFKA_SASL_USERNAME. With PLAIN:
+    Debian's kcat (librdkafka 2.0.2) fails SCRAM against Kafka 4 whatever the password (fixed in librdkafka 2.6.1)."""
+    plain = {"KAFKA_SASL_MECHANISM": "PLAIN"}
+    assert PASSWORD not in " ".join(kcat_security_arguments(settings_for(broker, **plain)))
+    answered = kcat_metadata(broker, **plain)
+    assert answered.returncode == 0, answered.stderr
+    assert "broker 1 at 127.0.0.1" in answered.stdout
+    refused = kcat_metadata(broker, **plain, KAFKA_SASL_PASSWORD="wrong")
+    assert refused.returncode != 0 and "Authentication failed" in refused.stderr
+    untrusted = kcat_metadata(broker, **plain, KAFKA_SSL_CAFILE="/etc/ssl/certs/ca-certificates.crt")
+    assert untrusted.returncode != 0 and "certificate verify failed" in untrusted.stderr
+
+
+async def test_aiokafka_logs_in_with_sasl_plain_too(broker):
+    assert await diagnose_bootstrap(settings_for(broker, KAFKA_SASL_MECHANISM="PLAIN")) is None

@@ -64,16 +64,15 @@ async def steady_flood(
     service = start_pinned(SERVICE, env, core, log_dir / f"flood-{slug(name)}.log")
     try:
         await _wait_for_log(service, "partitions assigned", 60)
-        servers = settings.kafka_bootstrap_servers
         warm_up = list(mixed_events(int(rate * WARM_UP_S), seed=int(rate) + 1, invalid_share=invalid_share))
         load = list(mixed_events(int(rate * seconds), seed=int(rate), invalid_share=invalid_share))
         warm_invalid = sum(INVALID_USER_ID in value for _, value, _ in warm_up)
         load_invalid = sum(INVALID_USER_ID in value for _, value, _ in load)
-        warmed = await send_paced(servers, input_topic, iter(warm_up), rate, WARM_UP_S)
+        warmed = await send_paced(settings, input_topic, iter(warm_up), rate, WARM_UP_S)
         await read_times(settings, output, warmed - warm_invalid, timeout_s=60)  # caught up
         await read_times(settings, dlq, warm_invalid, timeout_s=60)
         cpu_before = service.cpu_s()
-        sent = await send_paced(servers, input_topic, iter(load), rate, seconds)
+        sent = await send_paced(settings, input_topic, iter(load), rate, seconds)
         predicted = await read_times(settings, output, warmed + sent - warm_invalid - load_invalid, timeout_s=120)
         dead = await read_times(settings, dlq, warm_invalid + load_invalid, timeout_s=120)
         cpu_s = service.cpu_s() - cpu_before  # the reading above finds it idle

@@ -17,18 +17,21 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 
+from config import Settings
+from tools.bench.kcat_security import kcat_security_arguments
+
 # How often the pacer tops up: Kafka's own producer default linger (5 ms), also kcat's.
 TOP_UP_S = 0.005
 KCAT = "kcat"
 
 
-def _kcat(bootstrap_servers: str, *args: str) -> list[str]:
+def _kcat(settings: Settings, *args: str) -> list[str]:
     if shutil.which(KCAT) is None:
         raise SystemExit("kcat is not installed; `make up` (stack/install_system_deps.sh) installs it")
-    return [KCAT, "-b", bootstrap_servers, "-q", *args]
+    return [KCAT, *kcat_security_arguments(settings), "-b", settings.kafka_bootstrap_servers, "-q", *args]
 
 
-async def send_paced(bootstrap_servers: str, topic: str, records: Iterator[tuple[bytes, bytes, str]], rate: float, seconds: float) -> int:
+async def send_paced(settings: Settings, topic: str, records: Iterator[tuple[bytes, bytes, str]], rate: float, seconds: float) -> int:
     """Send `rate` records a second for `seconds`: every TOP_UP_S, what is due by then.
 
     The lines for each top-up are joined beforehand, so while the clock runs this process only
@@ -42,7 +45,7 @@ async def send_paced(bootstrap_servers: str, topic: str, records: Iterator[tuple
     per_tick = max(1, round(rate * TOP_UP_S))
     ticks = [b"".join(lines[first:first + per_tick]) for first in range(0, len(lines), per_tick)]
     command = _kcat(
-        bootstrap_servers, "-P", "-t", topic, "-K", "\t",
+        settings, "-P", "-t", topic, "-K", "\t",
         # Kafka's own partitioner (murmur2), as the service's keyed_partition; every record acknowledged by the broker.
         "-X", "partitioner=murmur2_random", "-X", "acks=all", "-X", f"linger.ms={TOP_UP_S * 1000:g}",
     )
@@ -64,7 +67,7 @@ async def send_paced(bootstrap_servers: str, topic: str, records: Iterator[tuple
 
 @contextlib.asynccontextmanager
 async def arrivals_watched(
-    bootstrap_servers: str, topic: str, partition: int | None = None,
+    settings: Settings, topic: str, partition: int | None = None,
 ) -> AsyncIterator[list[tuple[int, int, float]]]:
     """While inside, note when (epoch ms) a read_committed reader gets records of `topic` (of one
     `partition` only, if given), as (partition, highest offset so far, ms); `TopicTimes.arrivals`
@@ -72,7 +75,7 @@ async def arrivals_watched(
     arrived: list[tuple[int, int, float]] = []
     only = ["-p", str(partition)] if partition is not None else []
     command = _kcat(
-        bootstrap_servers, "-C", "-t", topic, *only, "-o", "beginning", "-u", "-f", "%p %o\n",
+        settings, "-C", "-t", topic, *only, "-o", "beginning", "-u", "-f", "%p %o\n",
         "-X", "isolation.level=read_committed", "-X", "fetch.wait.max.ms=5",
     )
     kcat = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)

@@ -129,17 +129,16 @@ async def steady_latency(
     try:
         await _wait_for_log(service, "partitions assigned", 60)
         await asyncio.sleep(1.0)  # let the first fetches settle
-        servers = settings.kafka_bootstrap_servers
         # Made before the warm-up, so that the measured load follows it at once.
         load = list(events(int(rate * seconds), USERS, seed=int(rate)))
         warm_up = events(int(rate * WARM_UP_S), USERS, seed=int(rate) + 1)
         # Watching from the warm-up on: a reader started with the measured load saw its first
         # few hundred milliseconds late (visible p99 282 ms at 1,000/s, against an output p99 of 23).
-        async with arrivals_watched(servers, output, WATCHED_PARTITION) as arrived:
-            warmed = await send_paced(servers, input_topic, warm_up, rate, WARM_UP_S)
+        async with arrivals_watched(settings, output, WATCHED_PARTITION) as arrived:
+            warmed = await send_paced(settings, input_topic, warm_up, rate, WARM_UP_S)
             warm_outputs = await read_times(settings, output, warmed, timeout_s=60)  # the service caught up
             await _watcher_caught_up(arrived, warm_outputs, timeout_s=30)
-            sent = await send_paced(servers, input_topic, iter(load), rate, seconds)
+            sent = await send_paced(settings, input_topic, iter(load), rate, seconds)
             inputs = await read_times(settings, input_topic, warmed + sent)
             outputs = await read_times(settings, output, warmed + sent, timeout_s=60)
     finally:

@@ -1,6 +1,6 @@
 """The fault harness: the service under kill -9, zombies, scaling, a dead broker and a dead or slow MySQL.
 
-    make chaos        # or: .venv/bin/python -m tools.chaos [--reduced] [--guarantee both] [--events N]
+    make chaos        # or: .venv/bin/python -m tools.chaos [--reduced] [--guarantee both] [--events N] [--secured]
 
 On a private Kafka and MariaDB of its own (the local stack only lends its cached Kafka jars), it
 loads an offline store, trains a model, and runs three prediction_service.py instances in one
@@ -12,6 +12,8 @@ scaling 3 → 1 → 3, the broker and MySQL killed and restarted after 20 s, and
 every probability equal to an offline recomputation to 1e-9, every invalid record dead-lettered
 once. It prints a table, writes JSON, and exits 1 if any check failed (2 if it could not run).
 PROCESSING_GUARANTEE is passed to every instance; `both` runs the whole scenario once for each.
+With --secured the instances and the load log in over a SASL_SSL listener (SCRAM-SHA-512, TLS with
+the run's own CA), each as its own principal with only the ACLs stack/security.sh would grant it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guarantee", choices=(*GUARANTEES, "both"), default="both",
                         help="PROCESSING_GUARANTEE of the instances; both runs exactly_once, then at_least_once (default both)")
     parser.add_argument("--reduced", action="store_true", help="fewer events and one fault of each kind, with shorter outages")
+    parser.add_argument("--secured", action="store_true",
+                        help="the instances and the load log in over SASL_SSL (SCRAM-SHA-512, TLS) with least-privilege ACLs")
     parser.add_argument("--json", type=Path, default=OUT_DIR / "results.json", help="the results (default .stack/chaos/results.json)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data and the instances' logs, under .stack/chaos/")
     args = parser.parse_args(argv)
@@ -85,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     results: list[ScenarioResult] = []
     started = time.monotonic()
     try:
-        with private_stack(directory, USERS, lambda message: print(f"[setup] {message}", flush=True)) as stack:
+        with private_stack(directory, USERS, lambda message: print(f"[setup] {message}", flush=True), args.secured) as stack:
             for guarantee in guarantees:
                 results.append(asyncio.run(run_scenario(stack, guarantee, options)))
     except KeyboardInterrupt:
@@ -98,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
     context = {
-        "when": stamp, "reduced": args.reduced, "events": args.events, "rate_per_s": round(args.rate, 1),
+        "when": stamp, "reduced": args.reduced, "secured": args.secured, "events": args.events, "rate_per_s": round(args.rate, 1),
         "users": USERS, "seconds": round(time.monotonic() - started), "kept": str(directory) if args.keep else None,
     }
     write_json(args.json, results, context)

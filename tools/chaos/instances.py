@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_MESSAGE = "consuming "  # logged once the consumer has joined the group
+LOGIN = re.compile(r"; Kafka over (\S+ as [^\"\n]+)")
 # A stopped instance exits within SHUTDOWN_TIMEOUT_S by itself; past this slack it is killed.
 STOP_SLACK_S = 10.0
 
@@ -31,6 +33,11 @@ class Instance:
 
     def joined(self) -> bool:
         return READY_MESSAGE in self.log_path.read_text(errors="replace")
+
+    def login(self) -> str | None:
+        """How it reached Kafka, as its ready line says ("SASL_SSL as User:prediction-service"); None before it joined."""
+        found = LOGIN.search(self.log_path.read_text(errors="replace"))
+        return found.group(1) if found else None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tools.chaos.faults import HEARTBEAT_INTERVAL_MS, INSTANCES, SESSION_TIMEOUT
 from tools.chaos.instances import Fleet
 from tools.chaos.load import LoadReport, PlannedEvent, make_plan, send_paced
 from tools.chaos.progress_lines import Reporter
+from tools.chaos.secured_kafka import PRODUCER, SERVICE, grant, pipeline_acls
 from tools.chaos.stack import ChaosStack
 from tools.chaos.verdict import Verdict, expected_probabilities, judge
 
@@ -50,6 +51,7 @@ class ScenarioResult:
     crashes: list[dict[str, Any]]
     caught_up: bool
     seconds: dict[str, float] = field(default_factory=dict)
+    logins: list[str] = field(default_factory=list)  # how the instances reached Kafka, as they logged it
 
     def trouble_by_fault(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Duplicated and missing records per fault they were sent nearest to, and those near none."""
@@ -68,13 +70,13 @@ class ScenarioResult:
             "guarantee": self.guarantee, "passed": self.verdict.passed, **verdict,
             "load": {**asdict(self.load), "failures": dict(self.load.failures)},
             "faults": faults, "records_near_no_fault": elsewhere, "crashes": self.crashes, "caught_up": self.caught_up,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "logins": self.logins,
         }
 
 
 def instance_env(stack: ChaosStack, guarantee: str, run: str) -> dict[str, str]:
     return {
-        **stack.env(),
+        **stack.env(principal=SERVICE),
         "PROCESSING_GUARANTEE": guarantee,
         "INPUT_TOPIC": f"chaos-{run}-input",
         "OUTPUT_TOPIC": f"chaos-{run}-output",
@@ -97,11 +99,16 @@ async def run_scenario(stack: ChaosStack, guarantee: str, options: ScenarioOptio
     reporter = Reporter(guarantee)
     run = uuid.uuid4().hex[:6]
     env = instance_env(stack, guarantee, run)
-    settings = load_settings(environ={**os.environ, **env})
+    # The harness's own view (topics, lag, verdict); the load logs in as the producer on a secured listener.
+    settings = load_settings(environ={**os.environ, **env, **stack.env()})
+    load_as = load_settings(environ={**os.environ, **env, **stack.env(principal=PRODUCER)})
     log_dir = stack.directory / f"{guarantee}-{run}"
     log_dir.mkdir(parents=True)
     seconds: dict[str, float] = {}
     await create_topics(settings)
+    if stack.secured is not None:
+        outputs = (settings.output_topic, settings.dlq_topic)
+        await grant(stack.kafka.bootstrap_servers, pipeline_acls(settings.input_topic, outputs, settings.kafka_group_id))
     plan = make_plan(run, options.events, stack.users, options.seed)
     reporter.say(f"{len(plan):,} events planned ({sum(e.pages is None for e in plan):,} invalid), {options.rate_per_s:,.0f}/s;"
                  f" {INSTANCES} instances, logs in {log_dir}")
@@ -117,7 +124,7 @@ async def run_scenario(stack: ChaosStack, guarantee: str, options: ScenarioOptio
         try:
             started = time.monotonic()
             async with asyncio.TaskGroup() as both:
-                both.create_task(send_paced(settings, settings.input_topic, plan, options.rate_per_s, load,
+                both.create_task(send_paced(load_as, settings.input_topic, plan, options.rate_per_s, load,
                                             reporter.say))
                 timeline = both.create_task(run_timeline(options.timeline, fleet, stack, reporter))
             seconds["load_and_faults"] = round(time.monotonic() - started, 1)
@@ -136,7 +143,8 @@ async def run_scenario(stack: ChaosStack, guarantee: str, options: ScenarioOptio
     seconds["verdict"] = round(time.monotonic() - started, 1)
     seconds["total"] = round(reporter.elapsed_s(), 1)
     crashes = [{"slot": c.slot, "exit_code": c.exit_code, "log": str(c.log_path)} for c in fleet.crashes]
-    return ScenarioResult(guarantee, verdict, load, timeline.result(), crashes, caught_up, seconds)
+    logins = sorted({login for instance in fleet.started if (login := instance.login())})
+    return ScenarioResult(guarantee, verdict, load, timeline.result(), crashes, caught_up, seconds, logins)
 
 
 async def _watch(fleet: Fleet, load: LoadReport, reporter: Reporter) -> None:

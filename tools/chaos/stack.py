@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tools.chaos.private_kafka import PrivateKafka
 from tools.chaos.private_mysql import DATABASE, PASSWORD, USER, PrivateMySQL
+from tools.chaos.secured_kafka import SecuredListener, listener_of, secured_kafka
 from tools.chaos.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +37,19 @@ class ChaosStack:
     proxy: TcpProxy
     model_path: Path  # a single model.joblib (model.json beside it): what MODEL_URI names
     users: int
+    secured: SecuredListener | None = None  # with --secured: the broker's SASL_SSL listener
 
-    def env(self, through_proxy: bool = True) -> dict[str, str]:
+    def env(self, through_proxy: bool = True, principal: str | None = None) -> dict[str, str]:
         """Settings that reach these servers. The services always go through the proxy; the
-        loader, the training and the verdict go straight to MySQL, which the proxy may be slowing."""
+        loader, the training and the verdict go straight to MySQL, which the proxy may be slowing.
+        With a secured listener, a program named by `principal` logs in there as that principal;
+        without one (the harness itself), it uses the PLAINTEXT listener."""
+        # The private servers speak plaintext, whatever .env says of the shared ones.
+        kafka = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers, "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+        if self.secured is not None and principal is not None:
+            kafka = self.secured.client_env(principal)
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-            # The private servers speak plaintext, whatever .env says of the shared ones.
-            "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+            **kafka,
             "MYSQL_SSL_MODE": "disabled",
             "MYSQL_HOST": "127.0.0.1",
             "MYSQL_PORT": str(self.proxy.port if through_proxy else self.mysql.port),
@@ -57,9 +63,13 @@ class ChaosStack:
 
 
 @contextlib.contextmanager
-def private_stack(directory: Path, users: int, say: Callable[[str], None]) -> Iterator[ChaosStack]:
-    """Start the servers, load the store and train the model; kill the servers on the way out."""
-    kafka = PrivateKafka(directory / "kafka")
+def private_stack(directory: Path, users: int, say: Callable[[str], None], secured: bool = False) -> Iterator[ChaosStack]:
+    """Start the servers, load the store and train the model; kill the servers on the way out.
+    `secured` adds a SASL_SSL listener with SCRAM users and ACLs, which the programs under test use."""
+    if secured:
+        kafka, ca, passwords = secured_kafka(directory)
+    else:
+        kafka = PrivateKafka(directory / "kafka")
     mysql = PrivateMySQL(directory / "mysql")
     try:
         say(f"starting a private Kafka and MariaDB under {directory}")
@@ -68,9 +78,11 @@ def private_stack(directory: Path, users: int, say: Callable[[str], None]) -> It
             started: list[Future[object]] = [starting.submit(kafka.start), starting.submit(mysql.start)]
             for future in started:
                 future.result()
-        say(f"Kafka on {kafka.bootstrap_servers}, MariaDB on 127.0.0.1:{mysql.port}")
+        listener = listener_of(kafka, ca, passwords, directory / "secrets") if secured else None
+        say(f"Kafka on {kafka.bootstrap_servers}" + (f" (SASL_SSL on {listener.bootstrap_servers})" if listener else "")
+            + f", MariaDB on 127.0.0.1:{mysql.port}")
         with TcpProxy("127.0.0.1", mysql.port) as proxy:
-            stack = ChaosStack(directory, kafka, mysql, proxy, directory / "model" / "model.joblib", users)
+            stack = ChaosStack(directory, kafka, mysql, proxy, directory / "model" / "model.joblib", users, listener)
             _prepare(stack, say)
             yield stack
     finally:
