@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -29,8 +29,8 @@ def pipeline_topics(settings: Settings) -> tuple[str, ...]:
     return settings.input_topic, settings.output_topic, settings.dlq_topic, *shadow
 
 
-async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
-    """Create whichever of `topics` do not exist yet; returns the ones this call created.
+async def ensure_topics(settings: Settings, topics: Iterable[str], configs: Mapping[str, str] | None = None) -> list[str]:
+    """Create whichever of `topics` do not exist yet, with topic `configs` if given; returns the ones this call created.
 
     Several instances may start at once, so "already exists" from a concurrent creator is fine.
     Kafka refusing the client (credentials, certificate, protocol) or the creation (an ACL) raises
@@ -45,7 +45,10 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
         if not missing:
             return []
         response = await admin.create_topics(
-            [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor) for name in missing]
+            [
+                NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=dict(configs or {}))
+                for name in missing
+            ]
         )
         created = []
         for topic, error_code, *_ in response.topic_errors:

@@ -73,7 +73,7 @@ def train_and_evaluate(
         sklearn_version=sklearn.__version__,
         contract=contract,
     )
-    contributions, kind = _contributions(pipeline, test_x, test_y, seed)
+    contributions, kind = feature_contributions(pipeline, test_x, test_y, seed)
     evaluation = Evaluation(
         version=model.version, estimator=estimator, labels=np.asarray(test_y), probabilities=predicted,
         oracle_probabilities=np.asarray(test_truth), contributions=contributions, contributions_kind=kind,
@@ -82,7 +82,7 @@ def train_and_evaluate(
     return Trained(model=model, metrics=metrics, gates=limits, evaluation=evaluation)
 
 
-def _contributions(pipeline: Pipeline, test_x, test_y, seed: int) -> tuple[list[tuple[str, float]], str]:
+def feature_contributions(pipeline: Pipeline, test_x, test_y, seed: int) -> tuple[list[tuple[str, float]], str]:
     """What drives the model: standardised coefficients when it has them, else permutation importance."""
     classifier = pipeline.named_steps["classifier"]
     if isinstance(classifier, LogisticRegression):

@@ -37,7 +37,7 @@ from model.artifact import PurchaseModel, gate_results, load_model, read_metadat
 from model.calibration import expected_calibration_error
 from model.comparison import Comparison, Scores, Tolerance, scores
 from model.estimators import build_pipeline
-from model.evaluation import Trained, _contributions
+from model.evaluation import Trained, feature_contributions
 from model.ground_truth import true_purchase_probability
 from model.report import Evaluation
 from model.served_data import DEFAULT_MAX_EVENTS, NoServedData, ReadCounts, read_served
@@ -192,7 +192,7 @@ def fit_on_split(data: LabelledServed, split: Split, seed: int, estimator: str, 
     digest = hashlib.sha256(pickle.dumps(pipeline)).hexdigest()[:10]
     model = PurchaseModel(pipeline=pipeline, version=f"{trained_at:%Y%m%dT%H%M%SZ}-{digest}", estimator=estimator,
                           sklearn_version=sklearn.__version__, contract=contract)
-    contributions, kind = _contributions(pipeline, test_x, test_y, seed)
+    contributions, kind = feature_contributions(pipeline, test_x, test_y, seed)
     evaluation = Evaluation(
         version=model.version, estimator=estimator, labels=np.asarray(test_y), probabilities=predicted,
         oracle_probabilities=np.asarray(test_truth), contributions=contributions, contributions_kind=kind,

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # The checkpoint is the last snapshot; the few before it stand in should the last be unreadable.
 SNAPSHOTS_READ_BACK = 16
+QUALITY_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
 SNAPSHOT_READ_TIMEOUT_S = 30.0
 # Records are read again from this long before the checkpoint strictly needs: producers' clocks and
 # record timestamps that trail the event times they carry.
@@ -62,9 +63,13 @@ def new_reader(settings: Settings, client_id: str) -> AIOKafkaConsumer:
 
 
 async def ensure_monitor_topics(settings: Settings, topics: Iterable[str]) -> None:
-    """Create what is missing of the topics read, and QUALITY_TOPIC with one partition (its last record is the checkpoint)."""
+    """Create what is missing of the topics read, and QUALITY_TOPIC with one partition (its last record is the checkpoint).
+
+    QUALITY_TOPIC is compacted: every snapshot has the same key and only the latest few are ever read, so
+    the topic stays small however long the monitor runs, and the checkpoint is never lost to retention.
+    """
     await ensure_topics(settings, topics)
-    await ensure_topics(dataclasses.replace(settings, topic_partitions=1), [settings.quality_topic])
+    await ensure_topics(dataclasses.replace(settings, topic_partitions=1), [settings.quality_topic], QUALITY_TOPIC_CONFIGS)
 
 
 async def topic_partitions(settings: Settings, topics: Collection[str]) -> list[TopicPartition]:

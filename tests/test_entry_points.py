@@ -9,7 +9,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"aiokafka", "sklearn", "pandas", "numpy"}
-PROGRAMS = ["producer.py", "consumer.py", "prediction_service.py"]
+PROGRAMS = ["producer.py", "consumer.py", "prediction_service.py", "quality_monitor.py"]
 
 
 def run_with_importtime(script: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, set[str]]:

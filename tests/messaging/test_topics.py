@@ -3,6 +3,7 @@ import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from messaging.kafka_security import kafka_client_options
 from messaging.topics import ensure_topics
@@ -27,3 +28,24 @@ def test_missing_topics_are_created_once_with_the_configured_partitions(stack_se
     assert sorted(asyncio.run(ensure_topics(settings, topics))) == sorted(topics)
     assert asyncio.run(partition_counts(settings, topics)) == {topic: 3 for topic in topics}
     assert asyncio.run(ensure_topics(settings, topics)) == []
+
+
+async def cleanup_policy(settings, topic):
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        [(_code, _message, _type, _name, entries)] = response.resources
+        return {entry[0]: entry[1] for entry in entries}["cleanup.policy"]
+    finally:
+        await admin.close()
+
+
+def test_topic_configs_are_applied_to_the_topics_created(stack_settings):
+    """A topic created with configs carries them (the quality topic is compacted); one created without keeps the broker's default."""
+    settings = env_settings()
+    compacted, plain = (f"topics-{uuid.uuid4().hex[:8]}-{kind}" for kind in ("compacted", "plain"))
+    asyncio.run(ensure_topics(settings, [compacted], {"cleanup.policy": "compact"}))
+    asyncio.run(ensure_topics(settings, [plain]))
+    assert asyncio.run(cleanup_policy(settings, compacted)) == "compact"
+    assert asyncio.run(cleanup_policy(settings, plain)) == "delete"

@@ -141,6 +141,7 @@ def test_changed_rows_are_found_by_their_change_number_and_a_rebuild_resets_them
         start = await store.change_seq()
         first = await write_purchases(pool, [purchase("c-1", 4, 12.0, now)], now, TIMEOUT_S)
         second = await write_purchases(pool, [purchase("c-2", NEW_USER, 13.0, now)], now, TIMEOUT_S)
+        assert start is not None and first.change_seq is not None, "a store built by the loader numbers its changes"
         since_start = await store.changed_features(start)
         since_first = await store.changed_features(first.change_seq)
         async with pool.acquire() as conn:
