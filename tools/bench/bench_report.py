@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.bench.monitor_costs import MonitorRun, monitor_table
 from tools.bench.scenarios import DrainResult, LatencyResult
 
 
-def table(drains: list[DrainResult], latencies: list[LatencyResult], ratios: dict[str, float]) -> str:
+def table(
+    drains: list[DrainResult], latencies: list[LatencyResult], ratios: dict[str, float], monitor: Sequence[MonitorRun] = (),
+) -> str:
     lines = [
         "| Run | events/s | CPU s per 10k events | peak RSS MB |",
         "|---|---:|---:|---:|",
@@ -27,15 +31,19 @@ def table(drains: list[DrainResult], latencies: list[LatencyResult], ratios: dic
         for r in latencies
     ]
     lines += ["", "Visible: when a read_committed reader had the output, minus the input's Kafka timestamp."]
+    if monitor:
+        lines += ["", monitor_table(list(monitor))]
     lines += ["", *[f"- {name}: {value:,.1f}" for name, value in ratios.items()]]
     return "\n".join(lines)
 
 
 def write_json(
-    path: Path, drains: list[DrainResult], latencies: list[LatencyResult], ratios: dict[str, float], context: dict[str, Any]
+    path: Path, drains: list[DrainResult], latencies: list[LatencyResult], ratios: dict[str, float], context: dict[str, Any],
+    monitor: Sequence[MonitorRun] = (),
 ) -> None:
     path.write_text(json.dumps(
-        {"context": context, "drains": [d.as_dict() for d in drains], "latency": [r.as_dict() for r in latencies], "ratios": ratios},
+        {"context": context, "drains": [d.as_dict() for d in drains], "latency": [r.as_dict() for r in latencies], "ratios": ratios,
+         "quality_monitor": [m.as_dict() for m in monitor]},
         indent=2,
     ) + "\n")
 

@@ -30,9 +30,16 @@ class Pinned:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM:")
+
+    def rss_mb(self) -> float:
+        """Resident memory now, where peak_rss_mb is the most it ever held."""
+        return self._status_mb("VmRSS:")
+
+    def _status_mb(self, field: str) -> float:
         try:
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
         except FileNotFoundError:
             pass

@@ -16,7 +16,9 @@ that core meanwhile (restored at the end), as if they ran on other machines:
    record's Kafka timestamp minus the input record's, and, as "visible", when a read_committed
    reader had the output minus the input's timestamp (on one output partition's events);
 5. the service's peak memory (exactly once) draining 1,000,000 events from 1,000,000 distinct users, with the
-   store in memory and again with a per-user cache smaller than the store (every user a miss).
+   store in memory and again with a per-user cache smaller than the store (every user a miss);
+6. the quality monitor (tools/bench/monitor_costs.py): labelled predictions per second on one core,
+   end to end, and its resident memory with QUALITY_MAX_PENDING predictions waiting for their label.
 It loads its own offline store (database `<MYSQL_DATABASE>_benchmark`) and trains its own model
 into one file, .stack/benchmark/model.joblib (MODEL_URI), so a service that may be running keeps
 its model and data. It prints
@@ -41,6 +43,7 @@ from config import Settings, load_settings
 from tools.bench.bench_report import table, write_chart, write_json
 from tools.bench.bench_topics import delete_topics
 from tools.bench.model_costs import scoring_us_per_event
+from tools.bench.monitor_costs import monitor_costs, predictions_count, synthetic_outcomes
 from tools.bench.processes import stack_kept_off
 from tools.bench.scenarios import SERVICE, drain, new_backlog, run_env, steady_latency
 
@@ -149,6 +152,9 @@ async def main(args: argparse.Namespace) -> None:
                 name = f"at {rate:,.0f}/s, {guarantee}"
                 latencies.append(await steady_latency(name, settings, env, rate, args.seconds, logs, SERVICE_CORE))
 
+        print(f"== quality monitor: {args.quality_predictions:,} predictions, labelled, then pending at the cap", flush=True)
+        monitor = await monitor_costs(settings, base, synthetic_outcomes(args.quality_predictions), logs, SERVICE_CORE)
+
         if not args.quick:
             print(f"== memory: {args.memory_events:,} events from as many distinct users", flush=True)
             big = await new_backlog(settings, args.memory_events, seed=3, distinct_users=True)
@@ -188,10 +194,10 @@ async def main(args: argparse.Namespace) -> None:
         "stack_kept_off_service_core": bool(moved),
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    write_json(OUT_DIR / "results.json", drains, latencies, ratios, context)
+    write_json(OUT_DIR / "results.json", drains, latencies, ratios, context, monitor)
     write_chart(OUT_DIR / "results.png", drains, latencies)
     print()
-    print(table(drains, latencies, ratios))
+    print(table(drains, latencies, ratios, monitor))
     print(f"\nwritten: {OUT_DIR / 'results.json'}, {OUT_DIR / 'results.png'}; logs in {logs}")
 
 
@@ -204,5 +210,7 @@ def command_line(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-events", type=int, default=1_000, help="backlog for the slow seed design (default 1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each steady-rate latency run (default 20)")
     parser.add_argument("--memory-events", type=int, default=1_000_000, help="events (distinct users) for the memory run (default 1000000)")
+    parser.add_argument("--quality-predictions", type=predictions_count, default=200_000,
+                        help="predictions the quality monitor labels, and its QUALITY_MAX_PENDING in the run at the cap (default 200000)")
     parser.add_argument("--quick", action="store_true", help="skip the memory run")
     asyncio.run(main(parser.parse_args(argv)))
