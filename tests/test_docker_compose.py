@@ -47,13 +47,16 @@ REQUIRED_PASSWORDS = {
 }
 # The settings compose decides for every program rather than forward: how to reach its own Kafka and
 # MariaDB, the secrets (each service adds the one it uses), the database account and name the mariadb
-# service is initialised with, the registry mount and the scraped port. Pinning another one would stop
+# service is initialised with, the registry mount and the scraped ports. Pinning another one would stop
 # the shell's and `.env`'s value from reaching the containers, so it takes a deliberate edit here.
 DECIDED_BY_COMPOSE = {
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD",
     "MYSQL_HOST", "MYSQL_PORT", "MYSQL_SSL_MODE", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE",
-    "MODEL_URI", "METRICS_PORT", "METRICS_HOST",
+    "MODEL_URI", "METRICS_PORT", "METRICS_HOST", "QUALITY_METRICS_PORT",
 }
+# Every program compose runs from our image.
+APP_PROGRAMS = ("trainer", "prediction-service", "producer", "consumer", "purchase-sink", "quality-monitor")
+PROMETHEUS_CONFIG = REPO_ROOT / "monitoring" / "prometheus" / "prometheus.yml"
 INIT_SCRIPT = REPO_ROOT / "compose" / "mariadb-users.sh"
 INIT_DIRECTORY = "/docker-entrypoint-initdb.d/"
 # MariaDB's long-term-support lines still maintained; the one compose runs is the test suite's (README).
@@ -168,7 +171,7 @@ def test_a_setting_from_the_shell_or_env_file_takes_effect(raw_compose: dict[str
     setting reaches the containers as given."""
     compose_env = {**REQUIRED_PASSWORDS, "PROCESSING_GUARANTEE": "at_least_once", "LOG_LEVEL": "debug"}
     services = interpolate_tree(raw_compose, compose_env)["services"]
-    for name in ("trainer", "prediction-service", "producer", "consumer"):
+    for name in APP_PROGRAMS:
         settings = app_settings(services[name], compose_env, tmp_path)
         assert (settings.processing_guarantee, settings.log_level) == ("at_least_once", "debug"), name
         given = {variable: f"value of {variable}" for variable in passed_through(services[name])}
@@ -206,7 +209,7 @@ def test_a_host_env_file_for_a_secured_cluster_does_not_leak_into_compose(raw_co
         "MYSQL_SSL_MODE": "verify_identity", "MYSQL_SSL_CA": "/somewhere/ca.crt",
     }
     services = interpolate_tree(raw_compose, secured)["services"]
-    for name in ("trainer", "prediction-service", "producer", "consumer"):
+    for name in APP_PROGRAMS:
         settings = app_settings(services[name], secured, tmp_path)
         assert (settings.kafka_bootstrap_servers, settings.kafka_security_protocol) == ("kafka:9092", "PLAINTEXT"), name
         assert (settings.mysql_host, settings.mysql_ssl_mode, settings.kafka_sasl_password) == ("mariadb", "disabled", ""), name
@@ -230,12 +233,17 @@ def test_no_password_has_a_default() -> None:
 
 
 def test_each_container_gets_only_the_secrets_it_uses(services: dict[str, Any], app_services: dict[str, Any]) -> None:
-    """The service logs in with its database password and the trainer with the loader's; the producer and the consumer
-    get none, and no container gets a Kafka password (compose's broker asks for none)."""
+    """The service, and the producer reading the users' features for the purchases it simulates, log in with the
+    service's read-only database password; the trainer and the purchase sink, which write the store, with the loader's;
+    the consumer and the quality monitor get none, and no container gets a Kafka password (compose's broker asks for
+    none)."""
+    assert set(app_services) == set(APP_PROGRAMS)
     passwords = {name: environment_of({"environment": service["environment"]}) for name, service in app_services.items()}
-    assert passwords["prediction-service"]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_PASSWORD"]
-    assert passwords["trainer"]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_LOADER_PASSWORD"]
-    for name in ("producer", "consumer"):
+    for name in ("prediction-service", "producer"):
+        assert passwords[name]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_PASSWORD"], name
+    for name in ("trainer", "purchase-sink"):
+        assert passwords[name]["MYSQL_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_LOADER_PASSWORD"], name
+    for name in ("consumer", "quality-monitor"):
         assert passwords[name]["MYSQL_PASSWORD"] == "", name
     for name, environ in passwords.items():
         assert all(environ[secret] == "" for secret in SECRET_SETTINGS if secret != "MYSQL_PASSWORD"), name
@@ -252,6 +260,10 @@ def test_the_database_accounts_are_the_ones_the_programs_log_in_with(
     trainer = app_settings(app_services["trainer"], REQUIRED_PASSWORDS, tmp_path)
     assert (service.mysql_user, service.mysql_password) == (db_env["PREDICTION_SERVICE_USER"], db_env["PREDICTION_SERVICE_PASSWORD"])
     assert (trainer.mysql_user, trainer.mysql_password) == (db_env["PREDICTION_LOADER_USER"], db_env["PREDICTION_LOADER_PASSWORD"])
+    producer = app_settings(app_services["producer"], REQUIRED_PASSWORDS, tmp_path)
+    sink = app_settings(app_services["purchase-sink"], REQUIRED_PASSWORDS, tmp_path)
+    assert (producer.mysql_user, producer.mysql_password) == (service.mysql_user, service.mysql_password)
+    assert (sink.mysql_user, sink.mysql_password) == (trainer.mysql_user, trainer.mysql_password)
     assert service.mysql_user != trainer.mysql_user
     assert db_env["MARIADB_ROOT_PASSWORD"] == REQUIRED_PASSWORDS["MYSQL_ROOT_PASSWORD"]
     for name in app_services:
@@ -335,7 +347,7 @@ def test_the_init_script_creates_two_accounts_with_least_privilege(services: dic
     assert grants == [
         f"GRANT SELECT, CREATE ON `purchases`.`user_features` TO {service};",
         f"GRANT SELECT, CREATE ON `purchases`.`feature_set` TO {service};",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX ON `purchases`.* TO {loader};",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES ON `purchases`.* TO {loader};",
     ]
     assert [line for line in statements if line.startswith("REVOKE ")] == [
         f"REVOKE CREATE ON `purchases`.`user_features` FROM {service};",
@@ -361,7 +373,7 @@ def test_kafka_default_partitions_match_the_service(raw_compose: dict[str, Any],
     compose_env = REQUIRED_PASSWORDS if partitions is None else {**REQUIRED_PASSWORDS, "TOPIC_PARTITIONS": partitions}
     services = interpolate_tree(raw_compose, compose_env)["services"]
     broker_partitions = environment_of(services["kafka"]).get("KAFKA_NUM_PARTITIONS")
-    for name in ("trainer", "prediction-service", "producer", "consumer"):
+    for name in APP_PROGRAMS:
         assert broker_partitions == str(app_settings(services[name], compose_env, tmp_path).topic_partitions), name
 
 
@@ -408,11 +420,13 @@ def test_prediction_service_waits_for_its_dependencies(services: dict[str, Any])
 def test_the_model_registry_volume_is_shared_from_trainer_to_service(
     compose: dict[str, Any], services: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The trainer registers into, and the service reads from, one named volume mounted where MODEL_URI points on both."""
-    for name in ("trainer", "prediction-service"):
+    """The trainer registers into, and the service (to serve) and the quality monitor (for each version's training AUC)
+    read from, one named volume mounted where MODEL_URI points on each."""
+    for name in ("trainer", "prediction-service", "quality-monitor"):
         settings = app_settings(services[name], REQUIRED_PASSWORDS, tmp_path)
         assert settings.model_uri == MODEL_REGISTRY_MOUNT, f"{name}: MODEL_URI is {settings.model_uri}"
-    expected = {"trainer": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}", "prediction-service": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}:ro"}
+    expected = {"trainer": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}", "prediction-service": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}:ro",
+                "quality-monitor": f"{MODEL_VOLUME}:{MODEL_REGISTRY_MOUNT}:ro"}
     for name, mount in expected.items():
         assert mount in services[name].get("volumes", []), f"{name} does not mount {mount}"
     assert MODEL_VOLUME in compose.get("volumes", {})
@@ -457,8 +471,8 @@ def test_prediction_service_can_be_scaled(services: dict[str, Any]) -> None:
 def test_our_programs_restart_a_bounded_number_of_times(app_services: dict[str, Any]) -> None:
     """Every long-running service from our Dockerfile restarts `on-failure:N` with a small N, so a configuration error
     (exit 2) is no restart loop."""
-    long_running = {name: service for name, service in app_services.items() if name in {"prediction-service", "consumer"}}
-    assert len(long_running) == 2
+    long_running = {name: service for name, service in app_services.items() if name not in {"trainer", "producer"}}
+    assert set(long_running) == {"prediction-service", "consumer", "purchase-sink", "quality-monitor"}
     for name, service in long_running.items():
         policy = str(service.get("restart", "no"))
         match = re.fullmatch(r"on-failure:(\d+)", policy)
@@ -473,6 +487,46 @@ def test_the_service_is_healthy_only_when_readyz_says_so_and_the_producer_waits_
     assert f"http://127.0.0.1:{port}/readyz" in command
     assert environment_of(service)["METRICS_HOST"] == "0.0.0.0", "Prometheus scrapes from another container"
     assert depends_on_of(services["producer"]).get("prediction-service") == "service_healthy"
+
+
+def test_the_producer_sends_the_purchases_that_the_sink_stores_and_the_monitor_labels_with(
+    raw_compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The producer simulates outcomes; it, the sink and the monitor take the purchases topic and the label window from
+    the shell or `.env` alike, so a short window set there reaches all three; the sink and the monitor run their
+    programs."""
+    compose_env = {**REQUIRED_PASSWORDS, "LABEL_WINDOW_S": "60", "LABEL_LATE_ALLOWANCE_S": "5", "PURCHASES_TOPIC": "shop_purchases"}
+    services = interpolate_tree(raw_compose, compose_env)["services"]
+    assert "--outcomes" in services["producer"]["command"]
+    assert services["purchase-sink"]["command"] == ["python", "-m", "offline_store.purchase_sink"]
+    assert services["quality-monitor"]["command"] == ["python", "quality_monitor.py"]
+    for name in ("producer", "purchase-sink", "quality-monitor"):
+        settings = app_settings(services[name], compose_env, tmp_path)
+        assert (settings.purchases_topic, settings.label_window_s, settings.label_late_allowance_s) == ("shop_purchases", 60, 5), name
+
+
+def test_the_purchase_sink_writes_only_into_a_store_the_trainer_has_loaded(services: dict[str, Any]) -> None:
+    """The sink refuses a store never built: it starts once the trainer (whose loader builds it) has succeeded."""
+    assert depends_on_of(services["purchase-sink"]) == {
+        "kafka": "service_healthy",
+        "mariadb": "service_healthy",
+        "trainer": "service_completed_successfully",
+    }
+
+
+def test_prometheus_scrapes_the_quality_monitor_where_compose_serves_it_and_its_healthcheck_asks(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """prometheus.yml's quality-monitor job finds the compose service by name on the QUALITY_METRICS_PORT compose gives
+    it, served on every address so another container can scrape it; the healthcheck asks /healthz on that port."""
+    jobs = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))["scrape_configs"]}
+    (discovery,) = jobs["quality-monitor"]["dns_sd_configs"]
+    settings = app_settings(services["quality-monitor"], REQUIRED_PASSWORDS, tmp_path)
+    assert discovery["names"] == ["quality-monitor"] and discovery["port"] == settings.quality_metrics_port
+    assert settings.metrics_host == "0.0.0.0"
+    assert settings.quality_metrics_port != settings.metrics_port, "the monitor's port is its own"
+    command = " ".join(services["quality-monitor"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{settings.quality_metrics_port}/healthz" in command
 
 
 def test_images_we_do_not_build_are_pinned_to_a_version(services: dict[str, Any]) -> None:
