@@ -4,8 +4,10 @@
 # on the first start (an empty data volume), after creating MARIADB_DATABASE, as root.
 #
 #   PREDICTION_SERVICE_USER  SELECT on user_features and feature_set: the prediction service
-#   PREDICTION_LOADER_USER   SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX on the
-#                            store's database: the trainer (the loader, then training)
+#   PREDICTION_LOADER_USER   SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX and CREATE
+#                            TEMPORARY TABLES on the store's database: the trainer (the loader, then
+#                            training, which loads served events into a temporary table with
+#                            --from-logged) and the purchase sink
 #
 # Nobody gets anything on *.*. Both may connect from any container of the compose network ('%').
 # Sourced, not run, because it uses the entrypoint's functions; so it must not be executable.
@@ -43,7 +45,7 @@ prediction_users_sql() {
         echo "GRANT SELECT, CREATE ON $database.\`$table\` TO $service;"
         echo "REVOKE CREATE ON $database.\`$table\` FROM $service;"
     done
-    echo "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX ON $grant_database.* TO $loader;"
+    echo "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES ON $grant_database.* TO $loader;"
 }
 
 # Made in full before any of it runs: a missing value stops the entrypoint with nothing done.

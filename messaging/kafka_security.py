@@ -155,7 +155,8 @@ def kafka_refusal(exc: BaseException, settings: Settings) -> KafkaAccessRefused 
         text = f"Kafka denied {who} access to topic {topics}: grant it READ to consume, WRITE to produce, CREATE to create it"
     elif isinstance(exc, GroupAuthorizationFailedError):
         group = names or settings.kafka_group_id
-        text = f"Kafka denied {who} access to consumer group {group}: grant it READ and DESCRIBE on that group (KAFKA_GROUP_ID)"
+        setting = "PURCHASES_GROUP_ID" if group == settings.purchases_group_id else "KAFKA_GROUP_ID"
+        text = f"Kafka denied {who} access to consumer group {group}: grant it READ and DESCRIBE on that group ({setting})"
     elif isinstance(exc, TransactionalIdAuthorizationFailed):
         txn = names or f"{settings.kafka_group_id}-…"
         text = (

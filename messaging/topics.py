@@ -58,7 +58,8 @@ async def ensure_topics(settings: Settings, topics: Iterable[str], configs: Mapp
             elif error in KAFKA_AUTHORIZATION_ERRORS:
                 raise KafkaAccessRefused(
                     f"Kafka denied {principal(settings)} creating topic {topic}: grant it CREATE on that topic (or on the"
-                    f" cluster), or create the topic beforehand with {settings.topic_partitions} partitions"
+                    f" cluster), or create the topic beforehand with {settings.topic_partitions} partitions; if it exists,"
+                    " this program lacks READ or WRITE on it, without which Kafka hides it"
                 )
             elif error is not TopicAlreadyExistsError:
                 raise error(f"cannot create topic {topic!r}")

@@ -63,6 +63,10 @@ OUTPUT_TOPIC="${OUTPUT_TOPIC:-output_topic}"
 DLQ_TOPIC="${DLQ_TOPIC:-dead_letter_topic}"
 SHADOW_OUTPUT_TOPIC="${SHADOW_OUTPUT_TOPIC:-}"
 KAFKA_GROUP_ID="${KAFKA_GROUP_ID:-prediction-service}"
+# The closed loop's: purchases, the purchase sink's group, the quality monitor's snapshots.
+PURCHASES_TOPIC="${PURCHASES_TOPIC:-purchases}"
+PURCHASES_GROUP_ID="${PURCHASES_GROUP_ID:-purchase-sink}"
+QUALITY_TOPIC="${QUALITY_TOPIC:-prediction_quality}"
 
 # ---- Checking the settings ------------------------------------------------------
 # The values above end up in server.properties, my.cnf, SQL, shell arithmetic and java's
@@ -174,6 +178,9 @@ check_stack_values() {
         check_name DLQ_TOPIC
         check_name KAFKA_GROUP_ID
         [[ -z "$SHADOW_OUTPUT_TOPIC" ]] || check_name SHADOW_OUTPUT_TOPIC
+        check_name PURCHASES_TOPIC
+        check_name PURCHASES_GROUP_ID
+        check_name QUALITY_TOPIC
     else
         check_distinct_ports KAFKA_PORT KAFKA_CONTROLLER_PORT MYSQL_PORT
     fi

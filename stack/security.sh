@@ -5,9 +5,10 @@
 # an env file per client. Who may do what, and why: stack/security/README.md.
 
 SCRAM_MECHANISM=SCRAM-SHA-512
-# admin administers the cluster over SASL_SSL; the other three are the programs' principals.
+# admin administers the cluster over SASL_SSL; the others are the programs' principals: the pipeline's
+# three, then the closed loop's (the purchase sink, the quality monitor, training on what was served).
 KAFKA_ADMIN=admin
-KAFKA_CLIENTS=(prediction-service producer consumer)
+KAFKA_CLIENTS=(prediction-service producer consumer purchase-sink quality-monitor trainer)
 # consumer.py reads without a group; other readers logged in as `consumer` use groups named so.
 CONSUMER_GROUP_PREFIX=consumer-
 
@@ -146,10 +147,16 @@ users_fingerprint() {
 # kafka_acls: one line per kafka-acls --add run, each a list of its arguments.
 kafka_acls() {
     local service="User:prediction-service" producer="User:producer" consumer="User:consumer"
-    local -a topics=(--topic "$INPUT_TOPIC") outputs=(--topic "$OUTPUT_TOPIC" --topic "$DLQ_TOPIC")
-    [[ -n "$SHADOW_OUTPUT_TOPIC" ]] && outputs+=(--topic "$SHADOW_OUTPUT_TOPIC")
+    local sink="User:purchase-sink" monitor="User:quality-monitor" trainer="User:trainer"
+    # predictions: the serving model's and the shadow's; outputs: those and the dead letters.
+    local -a topics=(--topic "$INPUT_TOPIC") outputs=(--topic "$OUTPUT_TOPIC" --topic "$DLQ_TOPIC") predictions=(--topic "$OUTPUT_TOPIC")
+    if [[ -n "$SHADOW_OUTPUT_TOPIC" ]]; then
+        outputs+=(--topic "$SHADOW_OUTPUT_TOPIC")
+        predictions+=(--topic "$SHADOW_OUTPUT_TOPIC")
+    fi
     topics+=("${outputs[@]}")
-    # Every program checks at start that all the pipeline's topics exist, so all may see them.
+    # The service, the producer and the consumer check at start that all the pipeline's topics exist,
+    # so all three may see them; the closed loop's programs check only the topics they use.
     echo --allow-principal "$service" --allow-principal "$producer" --allow-principal "$consumer" --operation Describe "${topics[@]}"
     # The service: consumes the input in its group, creates missing topics, writes predictions
     # and dead letters, with one transactional producer per input partition (ids <group>-<topic>-<partition>).
@@ -157,10 +164,22 @@ kafka_acls() {
     echo --allow-principal "$service" --operation Create "${topics[@]}"
     echo --allow-principal "$service" --operation Write "${outputs[@]}"
     echo --allow-principal "$service" --operation Write --resource-pattern-type prefixed --transactional-id "$KAFKA_GROUP_ID-"
-    # The producer writes events; the consumer reads what the service writes.
-    echo --allow-principal "$producer" --operation Write --topic "$INPUT_TOPIC"
-    echo --allow-principal "$consumer" --operation Read "${outputs[@]}"
+    # The producer writes events (and with --outcomes purchases); the consumer reads what the service
+    # writes, and with --live the quality monitor's snapshots.
+    echo --allow-principal "$producer" --operation Write --topic "$INPUT_TOPIC" --topic "$PURCHASES_TOPIC"
+    echo --allow-principal "$consumer" --operation Read "${outputs[@]}" --topic "$QUALITY_TOPIC"
     echo --allow-principal "$consumer" --operation Read --resource-pattern-type prefixed --group "$CONSUMER_GROUP_PREFIX"
+    # The purchase sink consumes purchases in its group, creates their topic when missing (before
+    # the producer sends any), and dead-letters invalid ones.
+    echo --allow-principal "$sink" --operation Read --topic "$PURCHASES_TOPIC" --group "$PURCHASES_GROUP_ID"
+    echo --allow-principal "$sink" --operation Create --topic "$PURCHASES_TOPIC"
+    echo --allow-principal "$sink" --operation Write --topic "$DLQ_TOPIC"
+    # The quality monitor reads predictions and purchases in no group, and reads back and writes its
+    # snapshots on a topic it creates itself (one compacted partition: its last record is the checkpoint).
+    echo --allow-principal "$monitor" --operation Read "${predictions[@]}" --topic "$PURCHASES_TOPIC" --topic "$QUALITY_TOPIC"
+    echo --allow-principal "$monitor" --operation Write --operation Create --topic "$QUALITY_TOPIC"
+    # Training on what was served reads the predictions and joins them with their events, in no group.
+    echo --allow-principal "$trainer" --operation Read --topic "$INPUT_TOPIC" --topic "$OUTPUT_TOPIC"
 }
 
 # run_all NAME LOGS: runs the commands the function `NAME_command INDEX LINE` builds for each line
@@ -241,8 +260,10 @@ mariadb_security_sql() {
         printf '%s\n' "GRANT SELECT, CREATE ON $db_tables.$(sql_ident "$table") TO $user;" \
             "REVOKE CREATE ON $db_tables.$(sql_ident "$table") FROM $user;"
     done
+    # The loader builds the store; the purchase sink (inserts purchases, rewrites users' rows and
+    # the change number) and training on what was served (events in a temporary table) log in as it too.
     user="$(sql_str "$MYSQL_LOADER_USER")@'127.0.0.1'"
-    printf '%s\n' "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX ON $db_grant.* TO $user;"
+    printf '%s\n' "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES ON $db_grant.* TO $user;"
 }
 
 # ---- Clients' env files -----------------------------------------------------------

@@ -36,7 +36,8 @@ async def ensure_purchases_topic(settings: Settings) -> None:
         if CREATION_REFUSED not in str(exc):
             raise
         raise KafkaAccessRefused(
-            f"{exc}; on a secured cluster have an administrator create {settings.purchases_topic} (docs/security.md)"
+            f"{exc}; or start the purchase sink first, which creates it, or have an administrator create"
+            f" {settings.purchases_topic} (docs/security.md)"
         ) from exc
 
 

@@ -51,6 +51,10 @@ def stack(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def model_registry(stack, tmp_path_factory) -> Path:
+    return promoted_model_registry(stack, tmp_path_factory)
+
+
+def promoted_model_registry(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The store loaded by the loader's MySQL user, and a model trained on what the service's user reads, promoted."""
     loader = settings_of(stack, MYSQL_LOADER_ENV)
     asyncio.run(load_store(loader, STORE_USERS, seed=1, as_of=datetime.now(UTC)))

@@ -4,6 +4,9 @@ each program logged in as its own principal with only the grants stack/security.
 
 Its PLAINTEXT listener stays open to the harness itself (User:ANONYMOUS is a super user there),
 which creates the topics, grants the ACLs and judges the outcome: the programs under test never use it.
+The harness runs the service and the producer; `closed_loop_acls` holds the rest of stack/security.sh's
+grants that concern the closed loop (purchases, the purchase sink, the quality monitor, training on what
+was served), for brokers that run those programs too.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from aiokafka.conn import create_conn
 from aiokafka.protocol.admin import CreateAclsRequest
 
+from config import Settings
 from tools.chaos.certificates import broker_certificates
 from tools.chaos.private_kafka import PrivateKafka
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SERVICE, PRODUCER = "prediction-service", "producer"
+# The principals of the closed loop's programs, as stack/security.sh names them.
+CONSUMER, SINK, MONITOR, TRAINER = "consumer", "purchase-sink", "quality-monitor", "trainer"
 PRINCIPALS = (SERVICE, PRODUCER)
 LISTENER = "SASL_SSL"
 # org.apache.kafka.common.resource.ResourceType, PatternType, acl.AclOperation and AclPermissionType codes.
@@ -28,6 +35,9 @@ TOPIC, GROUP, TRANSACTIONAL_ID = 2, 3, 5
 LITERAL, PREFIXED = 3, 4
 READ, WRITE, CREATE, DESCRIBE = 3, 4, 5, 8
 ALLOW = 3
+
+# (resource type, name, pattern, principal, operation): one grant.
+Acl: TypeAlias = tuple[int, str, int, str, int]
 
 
 class AclRefused(RuntimeError):
@@ -94,8 +104,9 @@ def listener_of(kafka: PrivateKafka, ca: Path, passwords: dict[str, str], direct
     return SecuredListener(f"127.0.0.1:{kafka.ports[LISTENER]}", ca, files)
 
 
-def pipeline_acls(input_topic: str, outputs: Iterable[str], group: str) -> list[tuple[int, str, int, str, int]]:
-    """(resource type, name, pattern, principal, operation) for each grant: stack/security.sh's, for these names."""
+def pipeline_acls(input_topic: str, outputs: Iterable[str], group: str) -> list[Acl]:
+    """(resource type, name, pattern, principal, operation) for each grant of the service and the producer on the
+    pipeline's topics: stack/security.sh's, for these names."""
     service, producer = f"User:{SERVICE}", f"User:{PRODUCER}"
     outputs = list(outputs)
     topics = [input_topic, *outputs]
@@ -111,7 +122,50 @@ def pipeline_acls(input_topic: str, outputs: Iterable[str], group: str) -> list[
     ]
 
 
-async def grant(plaintext_bootstrap: str, acls: Iterable[tuple[int, str, int, str, int]]) -> None:
+@dataclass(frozen=True)
+class ClosedLoopNames:
+    """The topics and group the closed loop's programs use."""
+
+    input_topic: str
+    output_topic: str
+    dlq_topic: str
+    shadow_output_topic: str  # "": no shadow
+    purchases_topic: str
+    purchases_group: str
+    quality_topic: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClosedLoopNames:
+        return cls(settings.input_topic, settings.output_topic, settings.dlq_topic, settings.shadow_output_topic,
+                   settings.purchases_topic, settings.purchases_group_id, settings.quality_topic)
+
+
+def closed_loop_acls(names: ClosedLoopNames) -> list[Acl]:
+    """The grants stack/security.sh gives for the closed loop, beyond pipeline_acls and the consumer's reading of the
+    pipeline's outputs: each program's own principal, and only what it uses."""
+    producer, consumer = f"User:{PRODUCER}", f"User:{CONSUMER}"
+    sink, monitor, trainer = f"User:{SINK}", f"User:{MONITOR}", f"User:{TRAINER}"
+    predictions = [names.output_topic, *([names.shadow_output_topic] if names.shadow_output_topic else [])]
+    return [
+        # producer.py --outcomes sends purchases; consumer.py --live follows the monitor's snapshots.
+        (TOPIC, names.purchases_topic, LITERAL, producer, WRITE),
+        (TOPIC, names.quality_topic, LITERAL, consumer, READ),
+        # The purchase sink: purchases in its group, their topic created when missing, invalid ones dead-lettered.
+        (TOPIC, names.purchases_topic, LITERAL, sink, READ),
+        (GROUP, names.purchases_group, LITERAL, sink, READ),
+        (TOPIC, names.purchases_topic, LITERAL, sink, CREATE),
+        (TOPIC, names.dlq_topic, LITERAL, sink, WRITE),
+        # The quality monitor reads in no group, and owns its snapshot topic (one partition it creates itself).
+        *((TOPIC, topic, LITERAL, monitor, READ) for topic in [*predictions, names.purchases_topic, names.quality_topic]),
+        (TOPIC, names.quality_topic, LITERAL, monitor, WRITE),
+        (TOPIC, names.quality_topic, LITERAL, monitor, CREATE),
+        # Training on what was served joins the predictions with their events, in no group.
+        (TOPIC, names.input_topic, LITERAL, trainer, READ),
+        (TOPIC, names.output_topic, LITERAL, trainer, READ),
+    ]
+
+
+async def grant(plaintext_bootstrap: str, acls: Iterable[Acl]) -> None:
     """Adds the ACLs through the PLAINTEXT listener (aiokafka's admin client has no call for them: each request is sent as is)."""
     host, _, port = plaintext_bootstrap.rpartition(":")
     conn = await create_conn(host, int(port))
