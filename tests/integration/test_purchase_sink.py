@@ -24,6 +24,7 @@ from messaging.kafka_security import kafka_client_options
 from offline_store.loader import load_store
 from offline_store.mysql import close_pool, create_pool, fetch_all
 from offline_store.purchase_sink import SinkCounts, run_purchase_sink
+from service.delivery.decompression import decompression_patches
 from tests.conftest import env_settings, server_sql
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
 from tests.integration.service_process import REPO_ROOT
@@ -33,6 +34,14 @@ pytestmark = pytest.mark.integration
 
 USERS = 40
 WAIT_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def decoders_restored(monkeypatch):
+    """The sink bounds aiokafka's decoders for the whole process, as a program should; the tests after these
+    (tests/service/delivery/test_decompression.py) check the unbounded names, so they are put back."""
+    for module, name, _bounded in decompression_patches(1):
+        monkeypatch.setattr(module, name, getattr(module, name))
 
 
 @pytest.fixture
