@@ -8,6 +8,7 @@ store that `make demo` uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -72,25 +73,35 @@ def stack_settings() -> Settings:
     return settings
 
 
+@contextlib.contextmanager
+def loaded_store(
+    stack_settings: Settings, prefix: str, users: int, seed: int = 1, as_of: datetime | None = None, **env: str
+) -> Iterator[str]:
+    """A throwaway database `<prefix>_<random>` loaded by the real loader (with `env` as further settings); yields its
+    name and drops it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
+    try:
+        asyncio.run(load_store(env_settings(**env, MYSQL_DATABASE=name), users, seed=seed, as_of=as_of or datetime.now(UTC)))
+        yield name
+    finally:
+        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+async def all_features(settings: Settings) -> dict:
+    """Every user's features in the store `settings` point at."""
+    pool = await create_pool(settings)
+    try:
+        return await MySQLFeatureStore(pool, 5000).get_all_features()
+    finally:
+        await close_pool(pool)
+
+
 @pytest.fixture(scope="session")
 def store_database(stack_settings):
     """A throwaway database loaded by the real loader; yields its name and the users' features."""
-    name = f"prediction_it_{uuid.uuid4().hex[:8]}"
-    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
-    settings = env_settings(MYSQL_DATABASE=name)
-    try:
-        asyncio.run(load_store(settings, STORE_USERS, seed=1, as_of=datetime.now(UTC)))
-
-        async def all_features():
-            pool = await create_pool(settings)
-            try:
-                return await MySQLFeatureStore(pool, 5000).get_all_features()
-            finally:
-                await close_pool(pool)
-
-        yield name, asyncio.run(all_features())
-    finally:
-        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+    with loaded_store(stack_settings, "prediction_it", STORE_USERS) as name:
+        yield name, asyncio.run(all_features(env_settings(MYSQL_DATABASE=name)))
 
 
 @pytest.fixture(scope="session")
@@ -136,10 +147,11 @@ def pipeline_env(stack_settings, store_database, model_registry) -> Iterator[dic
         "RETRY_BACKOFF_MAX_MS": "1000",
     }
     yield env
-    asyncio.run(_delete_topics(stack_settings, [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]))
+    asyncio.run(delete_topics(stack_settings, [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"]]))
 
 
-async def _delete_topics(settings: Settings, topics: list[str]) -> None:
+async def delete_topics(settings: Settings, topics: list[str]) -> None:
+    """Delete whichever of `topics` exist: left behind, hundreds of them slow the shared broker down."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
     await admin.start()
     try:

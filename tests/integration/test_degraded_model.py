@@ -35,10 +35,8 @@ from events.schema import encode_key
 from features.user import UserFeatures
 from model.artifact import read_metadata
 from model.local_registry import LocalRegistry
-from offline_store.loader import load_store
-from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool
 from quality.snapshot import QualitySnapshot
-from tests.conftest import _delete_topics, env_settings, server_sql
+from tests.conftest import all_features, delete_topics, env_settings, loaded_store
 from tests.factories import train
 from tests.integration.degraded_models import degrade
 from tests.integration.kafka_helpers import send_records
@@ -81,22 +79,8 @@ class Versions:
 @pytest.fixture
 def loop_store(stack_settings) -> Iterator[tuple[str, dict[int, UserFeatures]]]:
     """A throwaway database of USERS users loaded by the real loader; yields its name and the users' features."""
-    name = f"prediction_it_{uuid.uuid4().hex[:8]}"
-    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{name}`"))
-    settings = env_settings(MYSQL_DATABASE=name)
-
-    async def all_features() -> dict[int, UserFeatures]:
-        pool = await create_pool(settings)
-        try:
-            return await MySQLFeatureStore(pool, 5000).get_all_features()
-        finally:
-            await close_pool(pool)
-
-    try:
-        asyncio.run(load_store(settings, USERS, seed=1, as_of=datetime.now(UTC)))
-        yield name, asyncio.run(all_features())
-    finally:
-        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
+    with loaded_store(stack_settings, "prediction_it", USERS) as name:
+        yield name, asyncio.run(all_features(env_settings(MYSQL_DATABASE=name)))
 
 
 @pytest.fixture
@@ -128,7 +112,7 @@ def loop_env(stack_settings, loop_store, versions) -> Iterator[dict[str, str]]:
         "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(free_port()), "QUALITY_METRICS_PORT": str(free_port()),
         "LOG_FORMAT": "json", "RETRY_BACKOFF_MAX_MS": "1000",
     }
-    asyncio.run(_delete_topics(stack_settings, list(topics.values())))
+    asyncio.run(delete_topics(stack_settings, list(topics.values())))
 
 
 class Scraper:

@@ -14,10 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from offline_store.loader import load_store
-from tests.conftest import STORE_USERS, env_settings, server_sql
+from tests.conftest import STORE_USERS, delete_topics, loaded_store
 from tests.integration.service_process import REPO_ROOT
-from tests.integration.test_purchase_sink import delete_topics
 from tools.live_quality import MIN_LABELLED
 
 pytestmark = pytest.mark.integration
@@ -44,17 +42,14 @@ def demo_env(pipeline_env, stack_settings, tmp_path) -> Iterator[dict[str, str]]
     afterwards; a store of its own, since the purchase sink writes into it; and a copy of the session's registry,
     since the demo promotes its retrained model."""
     run = uuid.uuid4().hex[:8]
-    database = f"purchases_demo_{run}"
     registry = tmp_path / "registry"
     shutil.copytree(pipeline_env["MODEL_URI"], registry)
-    env = {**pipeline_env, "MYSQL_DATABASE": database, "MODEL_URI": str(registry), "PURCHASES_TOPIC": f"it-{run}-purchases",
+    env = {**pipeline_env, "MODEL_URI": str(registry), "PURCHASES_TOPIC": f"it-{run}-purchases",
            "QUALITY_TOPIC": f"it-{run}-quality", "PURCHASES_GROUP_ID": f"it-{run}-sink", "SHADOW_OUTPUT_TOPIC": ""}
-    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{database}`"))
     try:
-        asyncio.run(load_store(env_settings(**env), STORE_USERS, seed=1, as_of=datetime.now(UTC) - timedelta(minutes=1)))
-        yield env
+        with loaded_store(stack_settings, "purchases_demo", STORE_USERS, as_of=datetime.now(UTC) - timedelta(minutes=1)) as database:
+            yield {**env, "MYSQL_DATABASE": database}
     finally:
-        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{database}`"))
         asyncio.run(delete_topics(stack_settings, [env["PURCHASES_TOPIC"], env["QUALITY_TOPIC"]]))
 
 

@@ -18,12 +18,10 @@ from events.purchase import Purchase, encode_purchase
 from events.schema import InputEvent, Prediction, decode_prediction, encode_event, encode_key
 from messaging.kafka_security import kafka_client_options
 from model.artifact import load_model
-from offline_store.loader import load_store
 from offline_store.mysql import MySQLFeatureStore, close_pool, create_pool, fetch_all
-from tests.conftest import STORE_USERS, env_settings, server_sql
+from tests.conftest import STORE_USERS, delete_topics, env_settings, loaded_store
 from tests.integration.kafka_helpers import send_records
 from tests.integration.service_process import REPO_ROOT
-from tests.integration.test_purchase_sink import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +35,11 @@ PAGES = ("home", "product", "cart")
 def fresh_env(pipeline_env, stack_settings):
     """The pipeline's topics and model, with a store of its own (the sink writes into it) and the sink's topic and group."""
     run = uuid.uuid4().hex[:8]
-    database = f"purchases_sink_{run}"
-    env = {**pipeline_env, "MYSQL_DATABASE": database, "PURCHASES_TOPIC": f"it-{run}-purchases", "PURCHASES_GROUP_ID": f"it-{run}-sink"}
-    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{database}`"))
+    env = {**pipeline_env, "PURCHASES_TOPIC": f"it-{run}-purchases", "PURCHASES_GROUP_ID": f"it-{run}-sink"}
     try:
-        asyncio.run(load_store(env_settings(**env), STORE_USERS, seed=1, as_of=datetime.now(UTC) - timedelta(minutes=1)))
-        yield env
+        with loaded_store(stack_settings, "purchases_sink", STORE_USERS, as_of=datetime.now(UTC) - timedelta(minutes=1)) as database:
+            yield {**env, "MYSQL_DATABASE": database}
     finally:
-        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{database}`"))
         asyncio.run(delete_topics(stack_settings, [env["PURCHASES_TOPIC"]]))
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from events.purchase import decode_purchase
 from events.schema import InvalidEvent, parse_event
-from tests.conftest import STORE_USERS, _delete_topics, env_settings
+from tests.conftest import STORE_USERS, delete_topics, env_settings
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.service_process import REPO_ROOT
 
@@ -32,7 +32,7 @@ def outcomes_env(stack_settings, store_database) -> Iterator[dict[str, str]]:
     topics = {name: f"it-{run}-{name.split('_')[0].lower()}" for name in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC", "PURCHASES_TOPIC")}
     yield {**topics, "SHADOW_OUTPUT_TOPIC": "", "TOPIC_PARTITIONS": "2", "MYSQL_DATABASE": store_database[0],
            "LABEL_WINDOW_S": str(WINDOW_S)}
-    asyncio.run(_delete_topics(stack_settings, list(topics.values())))
+    asyncio.run(delete_topics(stack_settings, list(topics.values())))
 
 
 def test_every_purchase_follows_an_event_of_its_user_within_the_window(outcomes_env):

@@ -15,17 +15,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from events.dead_letter import ERROR_KIND, ERROR_REASON, SOURCE_TOPIC, read_dead_letter_headers
 from events.purchase import Purchase, encode_purchase
 from events.schema import encode_key
-from messaging.kafka_security import kafka_client_options
-from offline_store.loader import load_store
 from offline_store.mysql import close_pool, create_pool, fetch_all
 from offline_store.purchase_sink import SinkCounts, run_purchase_sink
 from service.delivery.decompression import decompression_patches
-from tests.conftest import env_settings, server_sql
+from tests.conftest import delete_topics, env_settings, loaded_store, server_sql
 from tests.integration.kafka_helpers import committed_offsets, read_topic, send_records
 from tests.integration.service_process import REPO_ROOT
 from tools.chaos.tcp_proxy import TcpProxy
@@ -48,34 +45,19 @@ def decoders_restored(monkeypatch):
 def sink_env(stack_settings):
     """Private topics, group and store (loaded by the loader) for one test; dropped afterwards."""
     run = uuid.uuid4().hex[:8]
-    database = f"purchases_sink_{run}"
     env = {
         "PURCHASES_TOPIC": f"it-{run}-purchases",
         "DLQ_TOPIC": f"it-{run}-dlq",
         "PURCHASES_GROUP_ID": f"it-{run}-sink",
-        "MYSQL_DATABASE": database,
         "TOPIC_PARTITIONS": "3",
         "RETRY_BACKOFF_MAX_MS": "300",
         "POLL_TIMEOUT_MS": "100",
     }
-    asyncio.run(server_sql(stack_settings, f"CREATE DATABASE `{database}`"))
     try:
-        asyncio.run(load_store(env_settings(**env), USERS, seed=2, as_of=datetime.now(UTC) - timedelta(minutes=1)))
-        yield env
+        with loaded_store(stack_settings, "purchases_sink", USERS, seed=2, as_of=datetime.now(UTC) - timedelta(minutes=1)) as database:
+            yield {**env, "MYSQL_DATABASE": database}
     finally:
-        asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{database}`"))
         asyncio.run(delete_topics(stack_settings, [env["PURCHASES_TOPIC"], env["DLQ_TOPIC"]]))
-
-
-async def delete_topics(settings, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics()) & set(topics)
-        if existing:
-            await admin.delete_topics(sorted(existing))
-    finally:
-        await admin.close()
 
 
 def purchase_record(purchase_id: str, user_id: int, amount: float = 25.0) -> tuple[bytes, bytes]:

@@ -34,7 +34,7 @@ from events.schema import InvalidEvent, Prediction, decode_prediction, encode_ke
 from messaging.kafka_security import kafka_client_options
 from model.calibration import expected_calibration_error
 from quality.snapshot import QualitySnapshot, decode_snapshot
-from tests.conftest import _delete_topics, env_settings
+from tests.conftest import delete_topics, env_settings
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.service_process import REPO_ROOT, ServiceProcess
 from tools.chaos.tcp_proxy import free_port
@@ -232,7 +232,7 @@ def monitor_env(stack_settings, tmp_path) -> Iterator[dict[str, str]]:
     }
     yield env
     topics = [env[name] for name in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC", "SHADOW_OUTPUT_TOPIC", "PURCHASES_TOPIC", "QUALITY_TOPIC")]
-    asyncio.run(_delete_topics(stack_settings, topics))
+    asyncio.run(delete_topics(stack_settings, topics))
 
 
 @pytest.fixture

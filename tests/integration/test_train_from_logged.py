@@ -48,7 +48,7 @@ from offline_store.history import generate_history
 from offline_store.loader import create_schema, replace_history
 from offline_store.mysql import close_pool, create_pool
 from offline_store.point_in_time import ServedEventRows, point_in_time
-from tests.conftest import _delete_topics, env_settings, server_sql
+from tests.conftest import delete_topics, env_settings, server_sql
 from tests.factories import save_trained
 from tests.integration.kafka_helpers import create_topic
 from tests.integration.service_process import REPO_ROOT
@@ -332,7 +332,7 @@ def served(stack_settings, tmp_path_factory) -> Iterator[Served]:
                      duplicates=DUPLICATES)
     finally:
         asyncio.run(server_sql(stack_settings, f"DROP DATABASE IF EXISTS `{name}`"))
-        asyncio.run(_delete_topics(stack_settings, [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"]]))
+        asyncio.run(delete_topics(stack_settings, [env["INPUT_TOPIC"], env["OUTPUT_TOPIC"]]))
 
 
 def registry_serving(root: Path, artifact: Path) -> LocalRegistry:

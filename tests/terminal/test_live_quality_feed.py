@@ -15,7 +15,7 @@ from config import Settings
 from messaging.kafka_security import kafka_client_options
 from quality.snapshot import ModelQuality, QualitySnapshot, encode_snapshot
 from terminal.quality_feed import QualityFeed
-from tests.conftest import _delete_topics, env_settings
+from tests.conftest import delete_topics, env_settings
 from tests.integration.kafka_helpers import create_topic, send_records
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> boo
 def quality_settings(stack_settings):
     topic = f"it-{uuid.uuid4().hex[:8]}-quality"
     yield env_settings(QUALITY_TOPIC=topic)
-    asyncio.run(_delete_topics(stack_settings, [topic]))
+    asyncio.run(delete_topics(stack_settings, [topic]))
 
 
 async def test_the_feed_shows_the_newest_snapshot_at_once_then_follows_new_ones(quality_settings):
