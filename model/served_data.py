@@ -36,7 +36,7 @@ from errors import PredictionError
 from events.schema import Event, InvalidEvent, Prediction, decode_prediction, parse_event
 from features.inputs import Pages
 from messaging.kafka_security import kafka_client_options, start_kafka_client
-from terminal.progress import progress_on
+from runtime.progress import progress_on
 
 log = logging.getLogger(__name__)
 

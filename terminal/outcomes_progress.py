@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING
 
-from terminal.progress import progress_on
+from runtime.progress import progress_on
 
 if TYPE_CHECKING:
     from terminal.event_producer import ProducerReport

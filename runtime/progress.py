@@ -1,4 +1,4 @@
-"""The producer's progress on a terminal: a bar that redraws in place instead of log lines."""
+"""Progress of a long run on a terminal (the producer's sends, training's reads): a bar that redraws in place instead of log lines."""
 
 from __future__ import annotations
 

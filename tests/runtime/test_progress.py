@@ -1,6 +1,6 @@
 import io
 
-from terminal.progress import progress_on
+from runtime.progress import progress_on
 
 
 class Terminal(io.StringIO):
